@@ -85,6 +85,7 @@ struct p1_demand {
 	struct p1_time period; /* end of the billing period (start of the next month) */
 	struct p1_time time;   /* when the peak occurred */
 	struct p1_num value;
+	bool period_valid, time_valid, value_valid; /* false for sentinels / empty groups */
 };
 
 /* An M-Bus channel (gas, water, heat, slave electricity meter). */

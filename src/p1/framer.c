@@ -1,0 +1,407 @@
+/* framer.c - cut a byte stream into P1 frames (see p1/framer.h).
+ *
+ * States: HUNT skips bytes until '/' (text) or 0xDB (encrypted envelope); HEADER collects the
+ * identification line, where another '/' means the first one was noise; BODY collects lines
+ * and watches the first byte of each: '!' ends the data, '/' means the frame was cut and a new
+ * one begins; CRC reads up to four hex digits; ENVELOPE collects the length the DLMS header
+ * announces. The framer owns one buffer, allocated in p1_framer_new, and never allocates again.
+ * It never logs: every rejected frame goes to the caller's callback with its reason.
+ */
+#include "p1/framer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "p1/crc16.h"
+#include "p1/dlms.h"
+
+enum state { HUNT, HEADER, BODY, CRC, ENVELOPE };
+
+/* Room after the '!' for four CRC digits and CR LF, and for an envelope's header. */
+#define TAIL_ROOM 64
+
+struct p1_framer {
+	struct p1_framer_opts opts;
+	enum state st;
+	bool line_start;    /* BODY: the next byte starts a line */
+	uint8_t *buf;
+	size_t len, cap;
+	size_t crc_covered; /* CRC: bytes up to and including '!' */
+	unsigned crc_digits;
+	uint16_t crc_value;
+	size_t env_total;   /* ENVELOPE: announced length, 0 while unknown */
+	uint64_t pos;       /* stream offset of the next byte fed */
+	const uint8_t *base;/* the buffer being fed, and its stream offset */
+	uint64_t base_pos;
+	uint64_t start;     /* stream offset of the frame start */
+	uint64_t garbage;
+};
+
+void p1_framer_opts_init(struct p1_framer_opts *o)
+{
+	*o = (struct p1_framer_opts){
+		.max_len = P1_FRAME_MAX_DEFAULT,
+		.crlf_retry = true,
+		.encrypted = true,
+	};
+}
+
+struct p1_framer *p1_framer_new(const struct p1_framer_opts *opts)
+{
+	struct p1_framer_opts o;
+	if (opts)
+		o = *opts;
+	else
+		p1_framer_opts_init(&o);
+	if (o.max_len < 64 || o.max_len > P1_FRAME_MAX_LIMIT)
+		return NULL;
+	struct p1_framer *f = calloc(1, sizeof(*f));
+	if (!f)
+		return NULL;
+	f->opts = o;
+	f->cap = o.max_len + TAIL_ROOM;
+	f->buf = malloc(f->cap);
+	if (!f->buf) {
+		free(f);
+		return NULL;
+	}
+	return f;
+}
+
+struct p1_framer *p1_framer_free(struct p1_framer *f)
+{
+	if (f) {
+		free(f->buf);
+		free(f);
+	}
+	return NULL;
+}
+
+void p1_framer_reset(struct p1_framer *f)
+{
+	f->st = HUNT;
+	f->len = 0;
+	f->env_total = 0;
+}
+
+bool p1_framer_busy(const struct p1_framer *f)
+{
+	return f->st != HUNT;
+}
+
+uint64_t p1_framer_garbage_bytes(const struct p1_framer *f)
+{
+	return f->garbage;
+}
+
+static void report(struct p1_framer *f, enum p1_error err, p1_frame_cb cb, void *ud)
+{
+	struct p1_frame fr = {
+		.error = err,
+		.kind = f->st == ENVELOPE ? P1_FRAME_ENCRYPTED : P1_FRAME_TEXT,
+		.data = f->buf,
+		.len = f->len,
+		.offset = f->start,
+	};
+	p1_framer_reset(f);
+	cb(ud, &fr);
+}
+
+#define OFFSET(f, p) ((f)->base_pos + (uint64_t)((p) - (f)->base))
+
+static void begin_text(struct p1_framer *f, uint64_t at)
+{
+	f->st = HEADER;
+	f->buf[0] = '/';
+	f->len = 1;
+	f->start = at;
+}
+
+/* CRC over the covered bytes with CR restored before every bare LF. */
+static bool crc_with_cr(const uint8_t *p, size_t n, uint16_t *ret)
+{
+	uint16_t crc = 0;
+	bool bare = false;
+	size_t from = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] == '\n' && (i == 0 || p[i - 1] != '\r')) {
+			crc = p1_crc16(crc, p + from, i - from);
+			crc = p1_crc16(crc, "\r", 1);
+			from = i;
+			bare = true;
+		}
+	}
+	*ret = p1_crc16(crc, p + from, n - from);
+	return bare;
+}
+
+/* A frame without CRC is acceptable only from a dialect that has none. */
+static bool claims_crc(const uint8_t *p, size_t n)
+{
+	return memmem(p, n, "1-3:0.2.8", 9) || memmem(p, n, "0-0:96.1.4", 10);
+}
+
+static void finish_text(struct p1_framer *f, p1_frame_cb cb, void *ud)
+{
+	struct p1_frame fr = {
+		.error = P1_OK,
+		.kind = P1_FRAME_TEXT,
+		.data = f->buf,
+		.crc_covered = f->crc_covered,
+		.offset = f->start,
+		.has_crc = f->crc_digits > 0,
+		.crc_sent = f->crc_value,
+	};
+	/* normalise the end of the CRC line */
+	f->buf[f->len++] = '\r';
+	f->buf[f->len++] = '\n';
+	fr.len = f->len;
+	if (fr.has_crc) {
+		fr.crc_computed = p1_crc16(0, f->buf, f->crc_covered);
+		if (fr.crc_computed != fr.crc_sent) {
+			uint16_t alt;
+			if (f->opts.crlf_retry && crc_with_cr(f->buf, f->crc_covered, &alt) &&
+			    alt == fr.crc_sent) {
+				fr.lf_restored = true;
+				fr.crc_computed = alt;
+			} else {
+				fr.error = P1_ERR_CRC;
+			}
+		}
+	} else if (claims_crc(f->buf, f->crc_covered)) {
+		fr.error = P1_ERR_CRC_MISSING;
+	}
+	p1_framer_reset(f);
+	cb(ud, &fr);
+}
+
+static int hexdigit(uint8_t c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c |= 0x20;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Append bytes masked to 7 bits; false when the frame would exceed the bound. */
+static bool append(struct p1_framer *f, const uint8_t *p, size_t n)
+{
+	if (n > f->opts.max_len - f->len)
+		return false;
+	uint8_t *d = f->buf + f->len;
+	for (size_t i = 0; i < n; i++)
+		d[i] = p[i] & 0x7f;
+	f->len += n;
+	return true;
+}
+
+static const uint8_t *hunt(struct p1_framer *f, const uint8_t *p, const uint8_t *end)
+{
+	for (; p < end; p++) {
+		uint8_t b = *p;
+		if ((b & 0x7f) == '/') {
+			begin_text(f, OFFSET(f, p));
+			p++;
+			break;
+		}
+		if (b == 0xDB && f->opts.encrypted) {
+			f->st = ENVELOPE;
+			f->buf[0] = b;
+			f->len = 1;
+			f->env_total = 0;
+			f->start = OFFSET(f, p);
+			p++;
+			break;
+		}
+		if (b != '\r' && b != '\n')
+			f->garbage++;
+	}
+	return p;
+}
+
+static const uint8_t *header(struct p1_framer *f, const uint8_t *p, const uint8_t *end,
+			     p1_frame_cb cb, void *ud)
+{
+	for (; p < end; p++) {
+		uint8_t b = *p & 0x7f;
+		if (b == '/') { /* the first '/' was noise */
+			f->garbage += f->len;
+			begin_text(f, OFFSET(f, p));
+			continue;
+		}
+		if (f->len >= f->opts.max_len) {
+			report(f, P1_ERR_TOO_LONG, cb, ud);
+			return p;
+		}
+		f->buf[f->len++] = b;
+		if (b == '\n') {
+			f->st = BODY;
+			f->line_start = true;
+			return p + 1;
+		}
+	}
+	return p;
+}
+
+static const uint8_t *body(struct p1_framer *f, const uint8_t *p, const uint8_t *end,
+			   p1_frame_cb cb, void *ud)
+{
+	while (p < end) {
+		if (f->line_start) {
+			uint8_t b = *p & 0x7f;
+			if (b == '/') {
+				report(f, P1_ERR_TRUNCATED, cb, ud);
+				return p; /* HUNT takes it from here */
+			}
+			if (b == '!') {
+				if (!append(f, p, 1)) {
+					report(f, P1_ERR_TOO_LONG, cb, ud);
+					return p;
+				}
+				f->crc_covered = f->len;
+				f->crc_digits = 0;
+				f->crc_value = 0;
+				f->st = CRC;
+				return p + 1;
+			}
+			f->line_start = false;
+		}
+		const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
+		const uint8_t *stop = nl ? nl + 1 : end;
+		if (!append(f, p, (size_t)(stop - p))) {
+			report(f, P1_ERR_TOO_LONG, cb, ud);
+			return stop;
+		}
+		p = stop;
+		f->line_start = nl != NULL;
+	}
+	return p;
+}
+
+static const uint8_t *crc_digits(struct p1_framer *f, const uint8_t *p, const uint8_t *end,
+				 p1_frame_cb cb, void *ud)
+{
+	for (; p < end; p++) {
+		int v = hexdigit(*p & 0x7f);
+		if (v < 0) {
+			finish_text(f, cb, ud);
+			return p; /* not consumed: CR, LF, or the next frame's first byte */
+		}
+		f->buf[f->len++] = (uint8_t)(*p & 0x7f);
+		f->crc_value = (uint16_t)(f->crc_value << 4 | (unsigned)v);
+		if (++f->crc_digits == 4) {
+			finish_text(f, cb, ud);
+			return p + 1;
+		}
+	}
+	return p;
+}
+
+static void feed(struct p1_framer *f, const uint8_t *p, size_t n, uint64_t base_pos,
+		 p1_frame_cb cb, void *ud);
+
+/* Not an envelope after all: look at the bytes after the 0xDB again. */
+static void envelope_reject(struct p1_framer *f, p1_frame_cb cb, void *ud)
+{
+	uint8_t copy[TAIL_ROOM];
+	size_t n = f->len - 1 < sizeof(copy) ? f->len - 1 : sizeof(copy);
+	memcpy(copy, f->buf + 1, n);
+	f->garbage++;
+	uint64_t resume = f->start + 1;
+	p1_framer_reset(f);
+	feed(f, copy, n, resume, cb, ud);
+}
+
+static const uint8_t *envelope(struct p1_framer *f, const uint8_t *p, const uint8_t *end,
+			       p1_frame_cb cb, void *ud)
+{
+	while (p < end) {
+		if (!f->env_total) {
+			f->buf[f->len++] = *p++;
+			struct p1_dlms_info info;
+			int r = p1_dlms_header(f->buf, f->len, &info);
+			if (r < 0 || f->len >= TAIL_ROOM) {
+				envelope_reject(f, cb, ud);
+				return p;
+			}
+			if (r > 0) {
+				if (info.total_len > f->opts.max_len + TAIL_ROOM) {
+					report(f, P1_ERR_TOO_LONG, cb, ud);
+					return p;
+				}
+				f->env_total = info.total_len;
+			}
+			continue;
+		}
+		size_t want = f->env_total - f->len, have = (size_t)(end - p);
+		size_t n = want < have ? want : have;
+		memcpy(f->buf + f->len, p, n);
+		f->len += n;
+		p += n;
+		if (f->len == f->env_total) {
+			struct p1_frame fr = {
+				.error = P1_OK,
+				.kind = P1_FRAME_ENCRYPTED,
+				.data = f->buf,
+				.len = f->len,
+				.offset = f->start,
+			};
+			p1_framer_reset(f);
+			cb(ud, &fr);
+			return p;
+		}
+	}
+	return p;
+}
+
+static void feed(struct p1_framer *f, const uint8_t *p, size_t n, uint64_t base_pos,
+		 p1_frame_cb cb, void *ud)
+{
+	const uint8_t *saved_base = f->base, *end = p + n;
+	uint64_t saved_pos = f->base_pos;
+	f->base = p;
+	f->base_pos = base_pos;
+	while (p < end) {
+		switch (f->st) {
+		case HUNT:
+			p = hunt(f, p, end);
+			break;
+		case HEADER:
+			p = header(f, p, end, cb, ud);
+			break;
+		case BODY:
+			p = body(f, p, end, cb, ud);
+			break;
+		case CRC:
+			p = crc_digits(f, p, end, cb, ud);
+			break;
+		case ENVELOPE:
+			p = envelope(f, p, end, cb, ud);
+			break;
+		}
+	}
+	f->base = saved_base;
+	f->base_pos = saved_pos;
+}
+
+void p1_framer_feed(struct p1_framer *f, const void *data, size_t len, p1_frame_cb cb, void *ud)
+{
+	feed(f, data, len, f->pos, cb, ud);
+	f->pos += len;
+}
+
+void p1_framer_flush(struct p1_framer *f, p1_frame_cb cb, void *ud)
+{
+	switch (f->st) {
+	case HUNT:
+		break;
+	case CRC:
+		finish_text(f, cb, ud);
+		break;
+	default:
+		report(f, P1_ERR_TRUNCATED, cb, ud);
+		break;
+	}
+}

@@ -1,0 +1,865 @@
+/* parse.c - a framed text telegram into a struct p1_telegram (see p1/telegram.h).
+ *
+ * Lines are read leniently (spaces, doubled parentheses, OBIS typos, continuation lines that
+ * start with '('), keyed on the full OBIS code, and interpreted through the table in obis.c.
+ * A line that cannot be read never fails a telegram whose CRC matched: it is kept as unknown
+ * and flagged. A telegram without CRC (DSMR 2.2/3, EasyMeter, ACE4000) has nothing else to
+ * vouch for it, so there every line must read and no known line may repeat.
+ *
+ * Pure: no allocation (strings go into the telegram's arena), no I/O, no clock.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "obis.h"
+#include "p1/telegram.h"
+
+struct slice {
+	const char *p;
+	size_t n;
+};
+
+struct line {
+	bool has_obis;
+	uint8_t o[5];
+	uint64_t key;
+	const char *start, *rest, *end; /* line, after the code, end (CR/LF excluded) */
+	struct slice g[P1_MAX_GROUPS];
+	unsigned ng;
+	bool bad;
+	unsigned lineno;
+};
+
+struct ctx {
+	struct p1_telegram *t;
+	const struct p1_parse_opts *o;
+	bool strict;
+	unsigned err_line;
+};
+
+/* ---- small readers ---- */
+
+static bool is_space(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+static struct slice trim(struct slice s)
+{
+	while (s.n && is_space(*s.p)) {
+		s.p++;
+		s.n--;
+	}
+	while (s.n && is_space(s.p[s.n - 1]))
+		s.n--;
+	return s;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c |= 0x20;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+static char *arena_alloc(struct p1_telegram *t, size_t n)
+{
+	if (n + 1 > t->cap - t->arena_used)
+		return NULL;
+	char *p = t->arena + t->arena_used;
+	t->arena_used += n + 1;
+	p[n] = 0;
+	return p;
+}
+
+/* Hex-encoded printable text is decoded; anything else is kept as sent. */
+static struct p1_text hex_text(struct p1_telegram *t, struct slice s)
+{
+	struct p1_text r = {s.p, (uint16_t)s.n};
+	if (s.n == 0 || s.n % 2)
+		return r;
+	for (size_t i = 0; i < s.n; i += 2) {
+		int hi = hexval(s.p[i]), lo = hexval(s.p[i + 1]);
+		if (hi < 0 || lo < 0)
+			return r;
+		int c = hi << 4 | lo;
+		if (c < 0x20 || c > 0x7e)
+			return r;
+	}
+	char *d = arena_alloc(t, s.n / 2);
+	if (!d)
+		return r;
+	for (size_t i = 0; i < s.n; i += 2)
+		d[i / 2] = (char)(hexval(s.p[i]) << 4 | hexval(s.p[i + 1]));
+	r.ptr = d;
+	r.len = (uint16_t)(s.n / 2);
+	return r;
+}
+
+static const char *const units[] = {
+	"kWh", "Wh", "MWh", "kW", "W", "MW", "V", "A", "m3", "GJ", "MJ", "kvarh", "varh",
+	"kvar", "var", "kVA", "VA", "kVAh", "Hz", "s", "min", "h", "%", "l",
+};
+
+static const char *unit_canonical(struct p1_telegram *t, struct slice u)
+{
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (strlen(units[i]) == u.n && !strncasecmp(units[i], u.p, u.n))
+			return units[i];
+	char *d = arena_alloc(t, u.n);
+	if (d)
+		memcpy(d, u.p, u.n);
+	return d;
+}
+
+/* "-001234.567*kWh" -> mant, scale, unit. spec_unit is assumed when the meter sent none. */
+static bool parse_num(struct ctx *c, struct slice s, struct p1_num *out, const char *spec_unit)
+{
+	s = trim(s);
+	const char *p = s.p, *e = s.p + s.n;
+	bool neg = false, dot = false;
+	if (p < e && (*p == '-' || *p == '+'))
+		neg = *p++ == '-';
+	int64_t m = 0;
+	unsigned digits = 0, scale = 0;
+	for (; p < e; p++) {
+		if (*p >= '0' && *p <= '9') {
+			if (m > (INT64_MAX - 9) / 10)
+				return false;
+			m = m * 10 + (*p - '0');
+			digits++;
+			scale += dot;
+		} else if (*p == '.' && !dot) {
+			dot = true;
+		} else {
+			break;
+		}
+	}
+	if (!digits)
+		return false;
+	struct p1_num n = {.mant = neg ? -m : m, .scale = (uint8_t)scale};
+	while (p < e && is_space(*p))
+		p++;
+	if (p < e) {
+		if (*p != '*')
+			return false;
+		struct slice u = trim((struct slice){p + 1, (size_t)(e - p - 1)});
+		if (!u.n)
+			return false;
+		n.unit = unit_canonical(c->t, u);
+		if (!n.unit)
+			return false;
+	} else if (spec_unit && *spec_unit) {
+		n.unit = spec_unit;
+		n.unit_assumed = true;
+		c->t->warnings |= P1_WARN_UNIT_ASSUMED;
+	}
+	*out = n;
+	return true;
+}
+
+static int parse_time(struct ctx *c, struct slice s, struct p1_time *out)
+{
+	s = trim(s);
+	int r = p1_time_parse(s.p, s.n, &c->o->tz, out);
+	if (r > 0 && out->ambiguous)
+		c->t->warnings |= P1_WARN_AMBIGUOUS_TIME;
+	return r;
+}
+
+/* ---- line structure ---- */
+
+static const char *read_u8(const char *p, const char *e, uint8_t *out)
+{
+	while (p < e && is_space(*p))
+		p++;
+	unsigned v = 0, n = 0;
+	for (; p < e && *p >= '0' && *p <= '9' && n < 4; p++, n++)
+		v = v * 10 + (unsigned)(*p - '0');
+	if (!n || v > 255)
+		return NULL;
+	*out = (uint8_t)v;
+	while (p < e && is_space(*p))
+		p++;
+	return p;
+}
+
+/* A-B:C.D.E with an optional .F or *F; ':' or '.' accepted between C, D and E. */
+static const char *read_obis(const char *p, const char *e, uint8_t o[5])
+{
+	static const char seps[4][2] = {{'-', '-'}, {':', ':'}, {'.', ':'}, {'.', ':'}};
+	for (int i = 0; i < 5; i++) {
+		if (!(p = read_u8(p, e, &o[i])))
+			return NULL;
+		if (i < 4) {
+			if (p >= e || (*p != seps[i][0] && *p != seps[i][1]))
+				return NULL;
+			p++;
+		}
+	}
+	if (p < e && (*p == '.' || *p == '*')) {
+		uint8_t f;
+		const char *q = read_u8(p + 1, e, &f);
+		if (q)
+			p = q;
+	}
+	return p;
+}
+
+/* Groups "(..)(..)" of one physical line segment, appended to l->g. */
+static void read_groups(struct ctx *c, struct line *l, const char *p, const char *e)
+{
+	while (p < e) {
+		if (is_space(*p)) {
+			p++;
+			continue;
+		}
+		if (*p != '(') {
+			l->bad = true;
+			return;
+		}
+		p++;
+		bool dbl = p < e && *p == '(';
+		p += dbl;
+		const char *close = memchr(p, ')', (size_t)(e - p));
+		if (!close) {
+			l->bad = true;
+			return;
+		}
+		if (l->ng == P1_MAX_GROUPS) {
+			c->t->warnings |= P1_WARN_TOO_MANY;
+			l->bad = true;
+			return;
+		}
+		l->g[l->ng++] = (struct slice){p, (size_t)(close - p)};
+		p = close + 1;
+		if (dbl && p < e && *p == ')')
+			p++;
+	}
+}
+
+static void start_line(struct ctx *c, struct line *l, const char *p, const char *e, unsigned n)
+{
+	*l = (struct line){.start = p, .end = e, .lineno = n};
+	const char *q = read_obis(p, e, l->o);
+	if (q && q < e && *q == '(') {
+		l->has_obis = true;
+		l->key = P1_OBIS_KEY(l->o[0], l->o[1], l->o[2], l->o[3], l->o[4]);
+		l->rest = q;
+		read_groups(c, l, q, e);
+	} else {
+		l->rest = p;
+		l->bad = true;
+	}
+}
+
+/* ---- storing values ---- */
+
+static void fail(struct ctx *c, const struct line *l)
+{
+	if (!c->err_line)
+		c->err_line = l->lineno;
+}
+
+static void keep_unknown(struct ctx *c, const struct line *l)
+{
+	struct p1_telegram *t = c->t;
+	if (t->n_unknown == P1_MAX_UNKNOWN) {
+		t->warnings |= P1_WARN_TOO_MANY;
+		return;
+	}
+	struct p1_unknown *u = &t->unknown[t->n_unknown++];
+	if (l->has_obis) {
+		snprintf(u->obis, sizeof(u->obis), "%u-%u:%u.%u.%u", l->o[0], l->o[1], l->o[2],
+			 l->o[3], l->o[4]);
+	} else {
+		size_t n = (size_t)(l->end - l->start);
+		const char *paren = memchr(l->start, '(', n);
+		if (paren)
+			n = (size_t)(paren - l->start);
+		if (n >= sizeof(u->obis))
+			n = sizeof(u->obis) - 1;
+		memcpy(u->obis, l->start, n);
+		u->obis[n] = 0;
+	}
+	struct slice r = trim((struct slice){l->rest, (size_t)(l->end - l->rest)});
+	if (!l->has_obis)
+		r = (struct slice){l->start, (size_t)(l->end - l->start)};
+	u->raw = (struct p1_text){r.p, (uint16_t)(r.n > UINT16_MAX ? UINT16_MAX : r.n)};
+}
+
+/* A known line that could not be read: kept raw, flagged; fatal without CRC. */
+static void bad_value(struct ctx *c, const struct line *l)
+{
+	c->t->warnings |= P1_WARN_BAD_VALUE;
+	if (c->strict)
+		fail(c, l);
+	keep_unknown(c, l);
+}
+
+/* Claim a value slot; false (and flagged) when the line came before. */
+static bool claim(struct ctx *c, const struct line *l, struct p1_value *v)
+{
+	if (v->presence == P1_ABSENT)
+		return true;
+	c->t->warnings |= P1_WARN_DUPLICATE;
+	if (c->strict)
+		fail(c, l);
+	return false;
+}
+
+static bool is_empty(struct slice s)
+{
+	return trim(s).n == 0;
+}
+
+static bool store_num(struct ctx *c, struct slice s, struct p1_value *v, enum p1_field f)
+{
+	if (is_empty(s)) {
+		v->presence = P1_NULL;
+		return true;
+	}
+	if (!parse_num(c, s, &v->num, p1_field_info(f)->unit))
+		return false;
+	v->presence = P1_PRESENT;
+	return true;
+}
+
+static bool store_time(struct ctx *c, struct slice s, struct p1_value *v)
+{
+	if (is_empty(s)) {
+		v->presence = P1_NULL;
+		return true;
+	}
+	int r = parse_time(c, s, &v->time);
+	if (r < 0)
+		return false;
+	v->presence = r ? P1_PRESENT : P1_NULL;
+	return true;
+}
+
+static bool looks_like_obis(struct slice s)
+{
+	uint8_t o[5];
+	s = trim(s);
+	const char *q = read_obis(s.p, s.p + s.n, o);
+	return q == s.p + s.n;
+}
+
+static bool h_num_time(struct ctx *c, const struct line *l, enum p1_field f, enum p1_field f2)
+{
+	struct p1_value *v = &c->t->fields[f], *vt = &c->t->fields[f2];
+	if (l->ng == 1)
+		return store_num(c, l->g[0], v, f);
+	struct p1_time probe;
+	unsigned ti = parse_time(c, l->g[0], &probe) >= 0 || is_empty(l->g[0]) ? 0 : 1;
+	return store_time(c, l->g[ti], vt) && store_num(c, l->g[1 - ti], v, f);
+}
+
+static bool h_pair(struct ctx *c, const struct line *l, enum p1_field f, enum p1_field f2)
+{
+	struct slice a = l->g[0], b = {0};
+	if (l->ng >= 2) {
+		b = l->g[1];
+	} else {
+		const char *comma = memchr(a.p, ',', a.n);
+		if (!comma)
+			return store_num(c, a, &c->t->fields[f], f);
+		b = (struct slice){comma + 1, a.n - (size_t)(comma + 1 - a.p)};
+		a.n = (size_t)(comma - a.p);
+	}
+	return store_num(c, a, &c->t->fields[f], f) && store_num(c, b, &c->t->fields[f2], f2);
+}
+
+static void sort_events(struct p1_telegram *t)
+{
+	for (unsigned i = 1; i < t->n_events; i++) {
+		struct p1_event e = t->events[i];
+		unsigned j = i;
+		for (; j > 0 && t->events[j - 1].end.utc > e.end.utc; j--)
+			t->events[j] = t->events[j - 1];
+		t->events[j] = e;
+	}
+}
+
+/* 1-0:99.97.0(z)(0-0:96.7.19)(TST)(dur*s)...; empty "()" means no entries. */
+static bool h_events(struct ctx *c, const struct line *l)
+{
+	struct p1_telegram *t = c->t;
+	unsigned i = 0;
+	int64_t count = -1;
+	struct p1_num n;
+	if (l->ng && !is_empty(l->g[0])) {
+		if (!parse_num(c, l->g[0], &n, NULL) || n.scale)
+			return false;
+		count = n.mant;
+	}
+	i = l->ng > 1 && looks_like_obis(l->g[1]) ? 2 : 1;
+	unsigned pairs = 0;
+	for (; i + 1 < l->ng; i += 2, pairs++) {
+		struct p1_time end;
+		int r = parse_time(c, l->g[i], &end);
+		if (r < 0 || !parse_num(c, l->g[i + 1], &n, "s"))
+			return false;
+		if (r == 0) /* unused slot */
+			continue;
+		if (t->n_events == P1_MAX_EVENTS) {
+			t->warnings |= P1_WARN_TOO_MANY;
+			continue;
+		}
+		int64_t d = n.mant;
+		for (unsigned k = 0; k < n.scale; k++)
+			d /= 10;
+		t->events[t->n_events++] = (struct p1_event){end, d};
+	}
+	if (i < l->ng && !is_empty(l->g[i]))
+		return false; /* an odd group left over */
+	if (count >= 0 && count != pairs)
+		t->warnings |= P1_WARN_EVENT_COUNT;
+	sort_events(t);
+	t->fields[P1_F_FAILURE_LOG].presence = P1_PRESENT;
+	return true;
+}
+
+/* 0-0:98.1.0(n)(1-0:1.6.0)(1-0:1.6.0)(P)(T)(V)...; returns -1 for another layout. */
+static int h_demand(struct ctx *c, const struct line *l)
+{
+	struct p1_telegram *t = c->t;
+	if (l->ng < 3 || !looks_like_obis(l->g[1]) || !looks_like_obis(l->g[2]))
+		return -1;
+	for (unsigned i = 3; i + 2 < l->ng; i += 3) {
+		if (t->n_demand == P1_MAX_DEMAND) {
+			t->warnings |= P1_WARN_TOO_MANY;
+			break;
+		}
+		struct p1_demand d = {0};
+		int rp = parse_time(c, l->g[i], &d.period), rt = parse_time(c, l->g[i + 1], &d.time);
+		if (rp < 0 || rt < 0)
+			return 0;
+		d.period_valid = rp > 0;
+		d.time_valid = rt > 0;
+		if (!is_empty(l->g[i + 2])) {
+			if (!parse_num(c, l->g[i + 2], &d.value, "kW"))
+				return 0;
+			d.value_valid = true;
+		}
+		t->demand[t->n_demand++] = d;
+	}
+	t->fields[P1_F_DEMAND_HISTORY].presence = P1_PRESENT;
+	return 1;
+}
+
+static bool h_entry(struct ctx *c, const struct line *l, const struct p1_obis_entry *e)
+{
+	struct p1_telegram *t = c->t;
+	enum p1_field f = e->field;
+	struct p1_value *v = &t->fields[f];
+	if (!l->ng)
+		return false;
+	switch (e->handler) {
+	case H_NUM:
+		return store_num(c, l->g[0], v, f);
+	case H_RAW:
+	case H_HEX: {
+		struct slice s = trim(l->g[0]);
+		v->text = e->handler == H_HEX ? hex_text(t, s) : (struct p1_text){s.p, (uint16_t)s.n};
+		v->presence = P1_PRESENT;
+		return true;
+	}
+	case H_TIME:
+		return store_time(c, l->g[0], v);
+	case H_NUM_TIME:
+		return h_num_time(c, l, f, e->field2);
+	case H_PAIR:
+		return h_pair(c, l, f, e->field2);
+	case H_EVENTS:
+		return h_events(c, l);
+	}
+	return false;
+}
+
+/* ---- M-Bus channels ---- */
+
+static bool is_mbus(const struct line *l)
+{
+	const uint8_t *o = l->o;
+	if (o[0] != 0 || o[1] < 1 || o[1] > P1_MAX_MBUS)
+		return false;
+	if (o[2] == 24)
+		return (o[3] == 1 && o[4] == 0) || (o[3] == 2 && (o[4] == 1 || o[4] == 3)) ||
+		       (o[3] == 3 && o[4] <= 1) || (o[3] == 4 && o[4] == 0);
+	return o[2] == 96 && ((o[3] == 1 && o[4] <= 1) || (o[3] == 3 && o[4] == 10));
+}
+
+static bool mbus_int(struct ctx *c, struct slice s, struct p1_value *v)
+{
+	if (is_empty(s)) {
+		v->presence = P1_NULL;
+		return true;
+	}
+	if (!parse_num(c, s, &v->num, NULL))
+		return false;
+	v->presence = P1_PRESENT;
+	return true;
+}
+
+/* No unit and zero means "no reading" (meters without a device send (00000000)). */
+static void mbus_null_zero(struct p1_value *v)
+{
+	if (v->presence == P1_PRESENT && !v->num.unit && v->num.mant == 0)
+		v->presence = P1_NULL;
+}
+
+static bool mbus_value(struct ctx *c, const struct line *l, struct p1_mbus *m)
+{
+	if (!claim(c, l, &m->value))
+		return true;
+	m->value_obis_d = l->o[3];
+	m->value_obis_e = l->o[4];
+	bool ok;
+	if (l->o[3] == 3) { /* DSMR 2.2 profile: (TST)(status)(period)(z)(obis)(unit)(value) */
+		if (l->ng < 7)
+			return false;
+		struct slice u = trim(l->g[5]);
+		ok = store_time(c, l->g[0], &m->time) && mbus_int(c, l->g[6], &m->value);
+		if (ok && m->value.presence == P1_PRESENT && !m->value.num.unit && u.n)
+			m->value.num.unit = unit_canonical(c->t, u);
+	} else if (l->ng == 1) {
+		ok = mbus_int(c, l->g[0], &m->value);
+	} else {
+		ok = store_time(c, l->g[0], &m->time) && mbus_int(c, l->g[1], &m->value);
+	}
+	mbus_null_zero(&m->value);
+	return ok;
+}
+
+static bool h_mbus(struct ctx *c, const struct line *l)
+{
+	struct p1_mbus *m = &c->t->mbus[l->o[1] - 1];
+	if (!m->present) {
+		m->present = true;
+		m->device_type = -1;
+	}
+	if (!l->ng)
+		return false;
+	struct slice g = trim(l->g[0]);
+	if (l->o[2] == 24 && l->o[3] == 1) {
+		struct p1_num n;
+		if (!g.n)
+			return true;
+		if (m->device_type >= 0) {
+			claim(c, l, &(struct p1_value){.presence = P1_PRESENT});
+			return true;
+		}
+		if (!parse_num(c, g, &n, NULL) || n.scale || n.mant < 0 || n.mant > 255)
+			return false;
+		m->device_type = (int16_t)n.mant;
+		return true;
+	}
+	if (l->o[2] == 96 && l->o[3] == 1) {
+		if (claim(c, l, &m->id)) {
+			m->id.text = hex_text(c->t, g);
+			m->id.presence = g.n ? P1_PRESENT : P1_NULL;
+		}
+		return true;
+	}
+	if (l->o[2] == 24 && l->o[3] == 4)
+		return !claim(c, l, &m->valve) || mbus_int(c, g, &m->valve);
+	if (l->o[2] == 96 && l->o[3] == 3)
+		return !claim(c, l, &m->relay) || mbus_int(c, g, &m->relay);
+	return mbus_value(c, l, m);
+}
+
+static int medium_base(const struct p1_mbus *m)
+{
+	switch (m->device_type) {
+	case 3:
+		return P1_F_GAS_TYPE;
+	case 6: case 7: case 0x16: case 0x17:
+		return P1_F_WATER_TYPE;
+	case 4: case 10: case 11: case 12: case 13:
+		return P1_F_THERMAL_TYPE;
+	case 2:
+		return P1_F_SLAVE_TYPE;
+	case -1:
+		break;
+	default:
+		return -1;
+	}
+	const char *u = m->value.presence == P1_PRESENT ? m->value.num.unit : NULL;
+	if (u && !strcmp(u, "m3")) /* without a device type, m3 is taken as gas */
+		return P1_F_GAS_TYPE;
+	if (u && (!strcmp(u, "GJ") || !strcmp(u, "MJ")))
+		return P1_F_THERMAL_TYPE;
+	if (u && (!strcmp(u, "kWh") || !strcmp(u, "Wh")))
+		return P1_F_SLAVE_TYPE;
+	return -1;
+}
+
+/* Fill gas_*, water_*, thermal_*, slave_* from the first channel of each medium. */
+static void classify_mbus(struct p1_telegram *t)
+{
+	for (unsigned i = 0; i < P1_MAX_MBUS; i++) {
+		const struct p1_mbus *m = &t->mbus[i];
+		int base = m->present ? medium_base(m) : -1;
+		if (base < 0 || t->fields[base].presence || t->fields[base + 1].presence ||
+		    t->fields[base + 3].presence)
+			continue;
+		if (m->device_type >= 0)
+			t->fields[base] = (struct p1_value){
+				.presence = P1_PRESENT, .num = {.mant = m->device_type}};
+		t->fields[base + 1] = m->id;
+		t->fields[base + 2] = m->valve;
+		t->fields[base + 3] = m->value;
+		t->fields[base + 4] = m->time;
+	}
+}
+
+/* ---- telegram ---- */
+
+static void dispatch(struct ctx *c, const struct line *l)
+{
+	if (!l->has_obis || l->bad) {
+		if (c->strict)
+			fail(c, l);
+		c->t->warnings |= P1_WARN_BAD_VALUE;
+		keep_unknown(c, l);
+		return;
+	}
+	if (is_mbus(l)) {
+		if (!h_mbus(c, l))
+			bad_value(c, l);
+		return;
+	}
+	const struct p1_obis_entry *e = p1_obis_lookup(l->key);
+	if (!e) {
+		keep_unknown(c, l);
+		return;
+	}
+	if (!claim(c, l, &c->t->fields[e->field]))
+		return;
+	if (e->handler == H_DEMAND) {
+		int r = h_demand(c, l);
+		if (r < 0)
+			keep_unknown(c, l); /* Hungarian billing snapshot: another layout */
+		else if (r == 0)
+			bad_value(c, l);
+		return;
+	}
+	if (!h_entry(c, l, e)) {
+		c->t->fields[e->field].presence = P1_ABSENT;
+		if (e->handler == H_NUM_TIME || e->handler == H_PAIR)
+			c->t->fields[e->field2].presence = P1_ABSENT;
+		bad_value(c, l);
+	}
+}
+
+static bool text_is(const struct p1_value *v, const char *s)
+{
+	return v->presence == P1_PRESENT && v->text.len == strlen(s) &&
+	       !memcmp(v->text.ptr, s, v->text.len);
+}
+
+static bool header_starts(const struct p1_telegram *t, const char *s)
+{
+	size_t n = strlen(s);
+	return t->header.len >= n && !strncasecmp(t->header.ptr, s, n);
+}
+
+static enum p1_dialect detect(const struct p1_telegram *t)
+{
+	const struct p1_value *ver = &t->fields[P1_F_P1_VERSION];
+	if (header_starts(t, "ESY5"))
+		return P1_DIALECT_EASYMETER;
+	if (header_starts(t, "ACE5"))
+		return P1_DIALECT_ACE4000;
+	if (t->fields[P1_F_P1_VERSION_BE].presence)
+		return P1_DIALECT_FLUVIUS;
+	if (t->fields[P1_F_DEVICE_NAME].presence)
+		return ver->presence ? (text_is(ver, "42") ? P1_DIALECT_SMARTY : P1_DIALECT_GENERIC)
+				     : P1_DIALECT_HUNGARY;
+	if (ver->presence == P1_PRESENT && ver->text.len >= 1) {
+		if (ver->text.ptr[0] == '5')
+			return P1_DIALECT_DSMR5;
+		if (ver->text.ptr[0] == '4')
+			return P1_DIALECT_DSMR4;
+	}
+	if (!t->has_crc)
+		return P1_DIALECT_DSMR22;
+	if (t->fields[P1_F_E_DEL_TOTAL].presence && !t->fields[P1_F_E_DEL_T1].presence)
+		return P1_DIALECT_SWEDEN;
+	return P1_DIALECT_GENERIC;
+}
+
+void p1_parse_opts_init(struct p1_parse_opts *o)
+{
+	*o = (struct p1_parse_opts){.tz = P1_TZ_CET, .force_dialect = P1_DIALECT_UNKNOWN};
+}
+
+struct p1_telegram *p1_telegram_new(size_t cap)
+{
+	struct p1_telegram *t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->cap = cap + 64;
+	t->raw = malloc(t->cap);
+	t->arena = malloc(t->cap);
+	if (!t->raw || !t->arena)
+		return p1_telegram_free(t);
+	return t;
+}
+
+struct p1_telegram *p1_telegram_free(struct p1_telegram *t)
+{
+	if (t) {
+		free(t->raw);
+		free(t->arena);
+		free(t);
+	}
+	return NULL;
+}
+
+static void clear(struct p1_telegram *t)
+{
+	memset(t->fields, 0, sizeof(t->fields));
+	memset(t->mbus, 0, sizeof(t->mbus));
+	t->n_events = t->n_demand = 0;
+	t->n_unknown = 0;
+	t->warnings = 0;
+	t->arena_used = 0;
+	t->encrypted = false;
+	t->dialect = P1_DIALECT_UNKNOWN;
+}
+
+/* Physical lines: [p, nl) without CR; returns the start of the next line. */
+static const char *next_line(const char *p, const char *e, const char **ret_end)
+{
+	const char *nl = memchr(p, '\n', (size_t)(e - p));
+	const char *le = nl ? nl : e;
+	while (le > p && (le[-1] == '\r' || is_space(le[-1])))
+		le--;
+	*ret_end = le;
+	return nl ? nl + 1 : e;
+}
+
+static void read_lines(struct ctx *c, const char *p, const char *e)
+{
+	struct line l = {0};
+	bool pending = false, first = true;
+	unsigned n = 1, data_lines = 0;
+	while (p < e) {
+		const char *le, *next = next_line(p, e, &le);
+		n++;
+		while (p < le && is_space(*p))
+			p++;
+		if (p == le) {
+			p = next;
+			first = false;
+			continue;
+		}
+		if (first)
+			c->t->warnings |= P1_WARN_NO_HEADER_BLANK;
+		first = false;
+		if (*p == '!')
+			break;
+		if (*p == '(' && pending) {
+			read_groups(c, &l, p, le);
+			l.end = le;
+		} else {
+			if (pending)
+				dispatch(c, &l);
+			start_line(c, &l, p, le, n);
+			pending = true;
+			data_lines++;
+		}
+		p = next;
+	}
+	if (pending)
+		dispatch(c, &l);
+	if (c->strict && !data_lines && !c->err_line)
+		c->err_line = n;
+}
+
+enum p1_error p1_parse(struct p1_telegram *t, const char *text, size_t len, bool has_crc,
+		       uint16_t crc, const struct p1_parse_opts *opts, unsigned *ret_line)
+{
+	if (len + 1 > t->cap)
+		return P1_ERR_TOO_LONG;
+	clear(t);
+	memcpy(t->raw, text, len);
+	t->raw[len] = 0;
+	t->raw_len = len;
+	t->has_crc = has_crc;
+	t->crc = has_crc ? crc : 0;
+
+	const char *p = t->raw, *e = t->raw + len, *he;
+	if (p < e && *p == '/')
+		p++;
+	p = next_line(p, e, &he);
+	t->header = (struct p1_text){t->raw + 1, (uint16_t)(he > t->raw ? he - t->raw - 1 : 0)};
+
+	struct ctx c = {.t = t, .o = opts, .strict = !has_crc};
+	read_lines(&c, p, e);
+	if (c.err_line) {
+		if (ret_line)
+			*ret_line = c.err_line;
+		return P1_ERR_SYNTAX;
+	}
+	classify_mbus(t);
+	t->dialect = opts->force_dialect != P1_DIALECT_UNKNOWN ? opts->force_dialect : detect(t);
+	return P1_OK;
+}
+
+bool p1_num_rescale(const struct p1_num *n, unsigned scale, int64_t *ret)
+{
+	int64_t v = n->mant;
+	for (unsigned s = n->scale; s > scale; s--)
+		v /= 10;
+	for (unsigned s = n->scale; s < scale; s++) {
+		if (v > INT64_MAX / 10 || v < INT64_MIN / 10)
+			return false;
+		v *= 10;
+	}
+	*ret = v;
+	return true;
+}
+
+bool p1_num_milli(const struct p1_num *n, int64_t *ret)
+{
+	static const char *const small[] = {"Wh", "W", "varh", "var", "VA"};
+	unsigned scale = 3;
+	if (n->unit)
+		for (size_t i = 0; i < sizeof(small) / sizeof(small[0]); i++)
+			if (!strcmp(n->unit, small[i]))
+				scale = 0;
+	return p1_num_rescale(n, scale, ret);
+}
+
+size_t p1_num_format(const struct p1_num *n, char *buf, size_t cap)
+{
+	char tmp[48];
+	uint64_t m = n->mant < 0 ? (uint64_t)0 - (uint64_t)n->mant : (uint64_t)n->mant;
+	size_t i = sizeof(tmp);
+	unsigned digits = 0;
+	do {
+		if (digits == n->scale && n->scale)
+			tmp[--i] = '.';
+		tmp[--i] = (char)('0' + m % 10);
+		m /= 10;
+		digits++;
+	} while ((m || digits <= n->scale) && i > 2);
+	if (n->mant < 0)
+		tmp[--i] = '-';
+	size_t len = sizeof(tmp) - i;
+	if (cap) {
+		size_t k = len < cap ? len : cap - 1;
+		memcpy(buf, tmp + i, k);
+		buf[k] = 0;
+	}
+	return len;
+}
