@@ -3,6 +3,11 @@
  * AAD = security byte || authentication key.
  *
  * Backed by OpenSSL libcrypto through one context allocated at _new and reused.
+ *
+ * Security byte 0x20 (encrypted, not authenticated; Austrian M-Bus) is decrypted without a
+ * tag. Anyone on the wire could turn a 0x30 frame into a 0x20 one, so such a plaintext is
+ * trusted only as far as its own CRC: the decoder always runs it through the text framer.
+ * On failure out is wiped and *ret_len / *ret_info are left unchanged; both may be NULL.
  */
 #ifndef P1_DLMS_H
 #define P1_DLMS_H
