@@ -1,19 +1,340 @@
-/* main.c - the p1d binary: `p1d decode`, `p1d simulate`, and (default) the daemon.
- * Wiring only: parses the command line and hands over to the subcommand. */
+/* main.c - the p1d binary. Wiring only: parses the command line, loads the configuration,
+ * creates every object in dependency order (loop, meters, sinks), runs the loop, and tears
+ * down in reverse. `p1d decode` and `p1d simulate` are dispatched to src/tools. Only main
+ * decides what is fatal. */
+#include <errno.h>
+#include <getopt.h>
+#include <openssl/crypto.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "config.h"
+#include "log.h"
+#include "loop.h"
+#include "meter.h"
+#include "notify.h"
 #include "tools/tools.h"
+#include "tzprobe.h"
 #include "version.h"
+
+#define STATUS_INTERVAL_MS 5000u
+#define OPTIONS_MAX 32
+
+struct option_value {
+	const char *section, *key, *value;
+	bool meter; /* applies to the option-made (or first) meter */
+};
+
+struct daemon {
+	const char *config_path; /* NULL: none */
+	struct option_value opts[OPTIONS_MAX];
+	size_t n_opts;
+	int verbosity;
+	bool check_only;
+	struct config *cfg;
+	struct loop *loop;
+	struct meter *meters[CONFIG_METERS_MAX];
+	size_t n_meters;
+	struct loop_timer *watchdog, *status;
+};
 
 static void usage(FILE *f)
 {
-	fputs("usage: p1d [OPTIONS]                run the daemon\n"
+	fputs("usage: p1d [OPTIONS]                 run the daemon (in the foreground)\n"
 	      "       p1d decode [OPTIONS] [FILE...] decode telegrams to JSON\n"
-	      "       p1d simulate [OPTIONS]        write telegrams of a simulated meter\n"
-	      "       p1d --version\n"
-	      "Run a subcommand with --help for its options.\n",
+	      "       p1d simulate [OPTIONS]         write telegrams of a simulated meter\n"
+	      "\n"
+	      "  -c, --config FILE    configuration file (default " CONFIG_DEFAULT_PATH ")\n"
+	      "  -n, --check          check the configuration and exit\n"
+	      "  -f, --foreground     stay in the foreground (always the case; for scripts)\n"
+	      "  -v, --verbose        more logging (repeat for debug)\n"
+	      "      --serial PATH    read a meter on a serial port\n"
+	      "      --preset P       auto, 115200-8N1 or 9600-7E1 (default auto)\n"
+	      "      --tcp HOST:PORT  read a meter through a TCP serial bridge\n"
+	      "      --file PATH|-    replay telegrams from a file or stdin\n"
+	      "      --pace P         meter or fast (file replay speed, default meter)\n"
+	      "      --key HEX        decryption key (32 hex digits) for encrypted meters\n"
+	      "      --db PATH        history database\n"
+	      "      --mqtt HOST[:PORT] MQTT broker\n"
+	      "      --http ADDR:PORT listen for HTTP\n"
+	      "      --version        print the version\n"
+	      "Options override the configuration file; they apply to its first meter, or create\n"
+	      "one named \"main\". See p1d(8) and p1d.conf(5).\n",
 	      f);
+}
+
+static int add_opt(struct daemon *d, const char *section, const char *key, const char *value,
+		   bool meter)
+{
+	if (d->n_opts == OPTIONS_MAX)
+		return -E2BIG;
+	d->opts[d->n_opts++] = (struct option_value){section, key, value, meter};
+	return 0;
+}
+
+static bool has_source_option(const struct daemon *d)
+{
+	for (size_t i = 0; i < d->n_opts; i++)
+		if (d->opts[i].meter && (!strcmp(d->opts[i].key, "serial") ||
+					 !strcmp(d->opts[i].key, "tcp") ||
+					 !strcmp(d->opts[i].key, "file")))
+			return true;
+	return false;
+}
+
+/* --mqtt HOST[:PORT] */
+static int add_mqtt_opt(struct daemon *d, char *arg)
+{
+	char *colon = strrchr(arg, ':');
+	if (colon && !strchr(colon, ']') && strchr(arg, ':') == colon) {
+		*colon = 0;
+		if (add_opt(d, "mqtt", "port", colon + 1, false) < 0)
+			return -E2BIG;
+	}
+	return add_opt(d, "mqtt", "host", arg, false);
+}
+
+static int parse_args(struct daemon *d, int argc, char **argv)
+{
+	enum { O_SERIAL = 256, O_PRESET, O_TCP, O_FILE, O_PACE, O_KEY, O_DB, O_MQTT, O_HTTP, O_VERSION };
+	static const struct option longopts[] = {
+		{"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 'n'},
+		{"foreground", no_argument, NULL, 'f'},  {"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},        {"serial", required_argument, NULL, O_SERIAL},
+		{"preset", required_argument, NULL, O_PRESET}, {"tcp", required_argument, NULL, O_TCP},
+		{"file", required_argument, NULL, O_FILE}, {"pace", required_argument, NULL, O_PACE},
+		{"key", required_argument, NULL, O_KEY},   {"db", required_argument, NULL, O_DB},
+		{"mqtt", required_argument, NULL, O_MQTT}, {"http", required_argument, NULL, O_HTTP},
+		{"version", no_argument, NULL, O_VERSION}, {NULL, 0, NULL, 0},
+	};
+	static const struct {
+		int opt;
+		const char *section, *key;
+		bool meter;
+	} simple[] = {
+		{O_SERIAL, "meter", "serial", true}, {O_PRESET, "meter", "preset", true},
+		{O_TCP, "meter", "tcp", true},       {O_FILE, "meter", "file", true},
+		{O_PACE, "meter", "pace", true},     {O_KEY, "meter", "key", true},
+		{O_DB, "store", "database", false},  {O_HTTP, "http", "listen", false},
+	};
+	int c, r = 0;
+	while ((c = getopt_long(argc, argv, "c:nfvh", longopts, NULL)) != -1 && r == 0) {
+		switch (c) {
+		case 'c': d->config_path = optarg; break;
+		case 'n': d->check_only = true; break;
+		case 'f': break;
+		case 'v': d->verbosity++; break;
+		case 'h': usage(stdout); exit(0);
+		case O_VERSION: printf("p1d %s\n", P1D_VERSION); exit(0);
+		case O_MQTT: r = add_mqtt_opt(d, optarg); break;
+		default: {
+			size_t i = 0;
+			for (; i < sizeof(simple) / sizeof(simple[0]); i++)
+				if (simple[i].opt == c)
+					break;
+			if (i == sizeof(simple) / sizeof(simple[0])) {
+				usage(stderr);
+				return -EINVAL;
+			}
+			r = add_opt(d, simple[i].section, simple[i].key, optarg, simple[i].meter);
+		}
+		}
+	}
+	if (r < 0) {
+		fprintf(stderr, "p1d: too many options\n");
+		return r;
+	}
+	if (optind < argc) {
+		fprintf(stderr, "p1d: unexpected argument \"%s\"\n", argv[optind]);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* Load the file (if any) and apply the options on top. NULL after printing the error. */
+static struct config *load_config(const struct daemon *d)
+{
+	struct config_error err = {0};
+	char msg[700];
+	struct config *c = config_new_defaults();
+	if (!c) {
+		log_error("out of memory");
+		return NULL;
+	}
+	const char *path = d->config_path;
+	if (!path && !has_source_option(d))
+		path = CONFIG_DEFAULT_PATH;
+	int r = path ? config_load_file(c, path, &err) : 0;
+	const char *meter = NULL;
+	for (size_t i = 0; r == 0 && i < d->n_opts; i++) {
+		if (d->opts[i].meter && !meter)
+			meter = c->n_meters ? c->meters[0].name : "main";
+		r = config_set_option(c, d->opts[i].section, d->opts[i].meter ? meter : NULL,
+				      d->opts[i].key, d->opts[i].value, &err);
+	}
+	if (r == 0)
+		r = config_validate(c, &err);
+	if (r < 0) {
+		log_error("%s", config_error_format(&err, msg, sizeof(msg)));
+		if (r == -ENOENT && path && !d->config_path)
+			log_error("give a config file with -c, or a meter with --serial, --tcp or --file");
+		return config_free(c);
+	}
+	return c;
+}
+
+static void apply_log_level(const struct daemon *d, const struct config *c)
+{
+	int level = c->g.log_level + d->verbosity;
+	log_set_max_priority(level > LOG_DEBUG ? LOG_DEBUG : level);
+}
+
+static void on_status(struct loop_timer *t, void *ud)
+{
+	struct daemon *d = ud;
+	char line[1024] = "", part[256];
+	size_t used = 0;
+	(void)t;
+	for (size_t i = 0; i < d->n_meters; i++) {
+		meter_format_status(d->meters[i], part, sizeof(part));
+		int n = snprintf(line + used, sizeof(line) - used, "%s%s", i ? "; " : "", part);
+		if (n < 0 || (size_t)n >= sizeof(line) - used)
+			break;
+		used += (size_t)n;
+	}
+	notify_status("%s", line);
+}
+
+static void on_watchdog(struct loop_timer *t, void *ud)
+{
+	(void)t;
+	(void)ud;
+	notify_watchdog(); /* the timer firing is the proof that the loop runs */
+}
+
+static void on_quit(struct loop *l, int signo, void *ud)
+{
+	(void)ud;
+	log_info("%s received, stopping", strsignal(signo));
+	loop_quit(l, 0);
+}
+
+static void on_reload(struct loop *l, int signo, void *ud)
+{
+	struct daemon *d = ud;
+	char what[128];
+	(void)l;
+	(void)signo;
+	notify_reloading();
+	struct config *c = load_config(d);
+	if (!c) {
+		log_error("reload failed, keeping the running configuration");
+	} else if (config_needs_restart(d->cfg, c, what, sizeof(what))) {
+		apply_log_level(d, c);
+		log_warning("reload: %s changed; restart p1d to apply it (other changes applied)", what);
+		config_free(c);
+	} else {
+		apply_log_level(d, c);
+		config_free(d->cfg);
+		d->cfg = c;
+		log_notice("configuration reloaded");
+	}
+	notify_ready();
+	on_status(NULL, d);
+}
+
+static void on_meter_finished(void *ud, struct meter *m)
+{
+	struct daemon *d = ud;
+	struct meter_stats st;
+	meter_get_stats(m, &st);
+	log_notice("meter %s: end of input: %llu telegrams, %llu rejected", meter_name(m),
+		   (unsigned long long)st.telegrams, (unsigned long long)st.rejected);
+	for (size_t i = 0; i < d->n_meters; i++)
+		if (!meter_finished(d->meters[i]))
+			return;
+	loop_quit(d->loop, 0); /* every meter was a file, all read */
+}
+
+static int start(struct daemon *d)
+{
+	struct p1_tz tz;
+	if (tzprobe(d->cfg->g.timezone[0] ? d->cfg->g.timezone : "Europe/Amsterdam", &tz) < 0) {
+		log_error("unknown time zone \"%s\"", d->cfg->g.timezone);
+		return -EINVAL;
+	}
+	int r = loop_new(&d->loop);
+	if (r < 0) {
+		log_error("cannot create the event loop: %s", strerror(-r));
+		return r;
+	}
+	loop_signal_set(d->loop, SIGTERM, on_quit, d);
+	loop_signal_set(d->loop, SIGINT, on_quit, d);
+	loop_signal_set(d->loop, SIGHUP, on_reload, d);
+	for (size_t i = 0; i < d->cfg->n_meters; i++) {
+		r = meter_new(d->loop, &d->cfg->meters[i], &tz, &d->meters[i]);
+		if (r < 0) {
+			log_error("meter %s: cannot start: %s", d->cfg->meters[i].name, strerror(-r));
+			return r;
+		}
+		d->n_meters++;
+		meter_on_finished(d->meters[i], on_meter_finished, d);
+	}
+	if ((r = loop_timer_new(d->loop, on_status, d, &d->status)) < 0)
+		return r;
+	loop_timer_arm(d->status, STATUS_INTERVAL_MS, STATUS_INTERVAL_MS);
+	uint64_t wd_usec = notify_watchdog_usec();
+	if (wd_usec && d->cfg->g.watchdog) {
+		if ((r = loop_timer_new(d->loop, on_watchdog, d, &d->watchdog)) < 0)
+			return r;
+		loop_timer_arm(d->watchdog, 0, wd_usec / 2000 ? wd_usec / 2000 : 1);
+	}
+	return 0;
+}
+
+static void stop(struct daemon *d)
+{
+	for (size_t i = d->n_meters; i-- > 0;)
+		meter_free(d->meters[i]);
+	loop_timer_free(d->watchdog);
+	loop_timer_free(d->status);
+	loop_free(d->loop);
+	config_free(d->cfg);
+}
+
+static int run_daemon(int argc, char **argv)
+{
+	struct daemon d = {0};
+	log_init();
+	if (parse_args(&d, argc, argv) < 0)
+		return 2;
+	log_set_max_priority(LOG_INFO + d.verbosity > LOG_DEBUG ? LOG_DEBUG : LOG_INFO + d.verbosity);
+	if (!(d.cfg = load_config(&d)))
+		return 1;
+	apply_log_level(&d, d.cfg);
+	if (d.check_only) {
+		if (d.verbosity)
+			config_dump(d.cfg, stdout);
+		printf("%s: configuration ok\n", d.config_path ? d.config_path : "command line");
+		config_free(d.cfg);
+		return 0;
+	}
+	/* initialise libcrypto now, without reading openssl.cnf, before anything is sandboxed */
+	OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, NULL);
+	int r = start(&d);
+	if (r == 0) {
+		log_notice("p1d %s started, %zu meter%s", P1D_VERSION, d.n_meters,
+			   d.n_meters == 1 ? "" : "s");
+		notify_ready();
+		on_status(NULL, &d);
+		r = loop_run(d.loop);
+		notify_stopping();
+	}
+	stop(&d);
+	return r < 0 ? 1 : r;
 }
 
 int main(int argc, char **argv)
@@ -22,14 +343,5 @@ int main(int argc, char **argv)
 		return p1_cmd_decode(argc - 1, argv + 1);
 	if (argc >= 2 && !strcmp(argv[1], "simulate"))
 		return p1_cmd_simulate(argc - 1, argv + 1);
-	if (argc >= 2 && !strcmp(argv[1], "--version")) {
-		printf("p1d %s\n", P1D_VERSION);
-		return 0;
-	}
-	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-		usage(stdout);
-		return 0;
-	}
-	usage(stderr);
-	return 2;
+	return run_daemon(argc, argv);
 }

@@ -165,6 +165,10 @@ struct p1_telegram *p1_telegram_free(struct p1_telegram *t);
 enum p1_error p1_parse(struct p1_telegram *t, const char *text, size_t len, bool has_crc,
 		       uint16_t crc, const struct p1_parse_opts *opts, unsigned *ret_line);
 
+/* Copy src into dst (allocated with a capacity at least src's): strings are re-pointed into
+ * dst's own storage. Returns false when dst is too small. */
+bool p1_telegram_copy(struct p1_telegram *dst, const struct p1_telegram *src);
+
 /* Convenience accessors. */
 static inline bool p1_has(const struct p1_telegram *t, enum p1_field f)
 {

@@ -724,6 +724,54 @@ struct p1_telegram *p1_telegram_free(struct p1_telegram *t)
 	return NULL;
 }
 
+static const char *rebase(const struct p1_telegram *dst, const struct p1_telegram *src,
+			  const char *p)
+{
+	if (p >= src->raw && p < src->raw + src->cap)
+		return dst->raw + (p - src->raw);
+	if (p >= src->arena && p < src->arena + src->cap)
+		return dst->arena + (p - src->arena);
+	return p; /* static strings: canonical units */
+}
+
+static void rebase_value(const struct p1_telegram *dst, const struct p1_telegram *src,
+			 struct p1_value *v, enum p1_kind kind)
+{
+	if (v->presence != P1_PRESENT)
+		return;
+	if (kind == P1_KIND_TEXT)
+		v->text.ptr = rebase(dst, src, v->text.ptr);
+	else if (kind == P1_KIND_NUMBER && v->num.unit)
+		v->num.unit = rebase(dst, src, v->num.unit);
+}
+
+bool p1_telegram_copy(struct p1_telegram *dst, const struct p1_telegram *src)
+{
+	if (dst->cap < src->cap)
+		return false;
+	char *raw = dst->raw, *arena = dst->arena;
+	size_t cap = dst->cap;
+	*dst = *src;
+	dst->raw = raw;
+	dst->arena = arena;
+	dst->cap = cap;
+	memcpy(dst->raw, src->raw, src->raw_len + 1);
+	memcpy(dst->arena, src->arena, src->arena_used);
+	dst->header.ptr = rebase(dst, src, src->header.ptr);
+	for (int f = 0; f < P1_FIELD_COUNT; f++)
+		rebase_value(dst, src, &dst->fields[f], p1_field_info((enum p1_field)f)->kind);
+	for (unsigned i = 0; i < P1_MAX_MBUS; i++) {
+		rebase_value(dst, src, &dst->mbus[i].id, P1_KIND_TEXT);
+		rebase_value(dst, src, &dst->mbus[i].value, P1_KIND_NUMBER);
+	}
+	for (unsigned i = 0; i < dst->n_demand; i++)
+		if (dst->demand[i].value.unit)
+			dst->demand[i].value.unit = rebase(dst, src, dst->demand[i].value.unit);
+	for (unsigned i = 0; i < dst->n_unknown; i++)
+		dst->unknown[i].raw.ptr = rebase(dst, src, dst->unknown[i].raw.ptr);
+	return true;
+}
+
 static void clear(struct p1_telegram *t)
 {
 	memset(t->fields, 0, sizeof(t->fields));

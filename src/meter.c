@@ -1,0 +1,271 @@
+/* meter.c - a meter: source -> decoder -> sinks (see meter.h). Owns the source, the decoder,
+ * a copy of the latest telegram, the per-reason error counters and their summary log lines.
+ * Never calls a sink's internals; never blocks. */
+#include "meter.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "log.h"
+#include "loop.h"
+#include "p1/decoder.h"
+
+struct sink {
+	meter_sink_cb cb;
+	meter_raw_cb raw;
+	void *ud;
+};
+
+struct meter {
+	char name[CONFIG_METER_NAME_MAX + 1];
+	struct loop *loop;
+	struct source *src;
+	struct p1_decoder *dec;
+	struct p1_telegram *latest;
+	bool have_latest;
+	bool finished;
+	struct loop_timer *gap; /* cuts a frame the meter stopped sending */
+	struct sink sinks[METER_SINKS_MAX];
+	size_t n_sinks;
+	struct meter_stats st;
+	struct log_ratelimit errlog;
+	void (*finished_cb)(void *ud, struct meter *m);
+	void *finished_ud;
+};
+
+static int64_t now_utc(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec;
+}
+
+static void on_result(void *ud, const struct p1_result *r)
+{
+	struct meter *m = ud;
+	if (r->error != P1_OK) {
+		m->st.errors[r->error]++;
+		m->st.rejected++;
+		char msg[256];
+		p1_result_describe(r, msg, sizeof(msg));
+		log_ratelimit(&m->errlog, loop_now_ms(), LOG_WARNING, "meter %s: %s", m->name, msg);
+		return;
+	}
+	const struct p1_telegram *t = r->telegram;
+	m->st.telegrams++;
+	m->st.last_telegram_ms = loop_now_ms();
+	m->st.last_telegram_utc = now_utc();
+	if (m->src)
+		source_note_valid(m->src);
+	if (p1_telegram_copy(m->latest, t))
+		m->have_latest = true;
+	if (m->st.telegrams == 1)
+		log_notice("meter %s: first telegram (%s, %s)", m->name, p1_dialect_name(t->dialect),
+			   t->has_crc ? "CRC ok" : "no CRC");
+	for (size_t i = 0; i < m->n_sinks; i++) {
+		if (m->sinks[i].cb)
+			m->sinks[i].cb(m->sinks[i].ud, m, t, m->st.last_telegram_utc);
+		else if (r->frame)
+			m->sinks[i].raw(m->sinks[i].ud, m, r->frame->data, r->frame->len);
+	}
+}
+
+static void on_gap(struct loop_timer *t, void *ud)
+{
+	(void)t;
+	meter_flush(ud);
+}
+
+void meter_feed(struct meter *m, const uint8_t *buf, size_t len)
+{
+	p1_decoder_feed(m->dec, buf, len, on_result, m);
+	if (p1_decoder_busy(m->dec))
+		loop_timer_arm(m->gap, METER_GAP_MS, 0);
+	else
+		loop_timer_disarm(m->gap);
+}
+
+void meter_flush(struct meter *m)
+{
+	p1_decoder_flush(m->dec, on_result, m);
+	loop_timer_disarm(m->gap);
+}
+
+static void on_data(void *ud, const uint8_t *buf, size_t len)
+{
+	meter_feed(ud, buf, len);
+}
+
+static void on_state(void *ud, enum source_state st, const char *why)
+{
+	struct meter *m = ud;
+	(void)why;
+	if (st == SOURCE_EOF) {
+		meter_flush(m);
+		m->finished = true;
+		if (m->finished_cb)
+			m->finished_cb(m->finished_ud, m);
+	} else if (st != SOURCE_CONNECTED) {
+		p1_decoder_reset(m->dec); /* bytes after a reopen do not continue the old frame */
+		loop_timer_disarm(m->gap);
+	}
+}
+
+static void source_config_from(const struct config_meter *c, struct source_config *sc)
+{
+	*sc = (struct source_config){.name = c->name};
+	if (c->serial && *c->serial) {
+		sc->kind = SOURCE_SERIAL;
+		sc->path = c->serial;
+	} else if (c->file && *c->file) {
+		sc->kind = SOURCE_FILE;
+		sc->path = c->file;
+	} else {
+		sc->kind = SOURCE_TCP;
+	}
+	sc->serial_mode = c->preset == CONFIG_PRESET_115200_8N1  ? SOURCE_SERIAL_115200_8N1
+			  : c->preset == CONFIG_PRESET_9600_7E1 ? SOURCE_SERIAL_9600_7E1
+								: SOURCE_SERIAL_AUTO;
+	sc->data_request = c->data_request == CONFIG_DATA_REQUEST_DTR   ? SOURCE_DATA_REQUEST_DTR
+			   : c->data_request == CONFIG_DATA_REQUEST_RTS ? SOURCE_DATA_REQUEST_RTS
+									: SOURCE_DATA_REQUEST_NONE;
+	sc->pace = c->pace == CONFIG_PACE_FAST ? SOURCE_PACE_FAST : SOURCE_PACE_METER;
+	sc->stale_after_ms = (uint32_t)c->stale_after_ms;
+	sc->backoff_max_ms = (uint32_t)c->reconnect_max_ms;
+}
+
+static int decoder_from(const struct config_meter *c, const struct p1_tz *tz,
+			struct p1_decoder **ret)
+{
+	struct p1_decoder_opts o;
+	p1_decoder_opts_init(&o);
+	o.framer.max_len = (size_t)c->max_telegram_bytes;
+	o.parse.tz = *tz;
+	o.parse.force_dialect = (enum p1_dialect)c->dialect;
+	if (c->key.set) {
+		o.have_key = true;
+		memcpy(o.key, c->key.bytes, sizeof(o.key));
+	}
+	if (c->authentication_key.set) {
+		o.have_ak = true;
+		memcpy(o.ak, c->authentication_key.bytes, sizeof(o.ak));
+	}
+	*ret = p1_decoder_new(&o);
+	memset(o.key, 0, sizeof(o.key));
+	return *ret ? 0 : -ENOMEM;
+}
+
+int meter_new(struct loop *loop, const struct config_meter *cfg, const struct p1_tz *tz,
+	      struct meter **ret_meter)
+{
+	struct meter *m = calloc(1, sizeof(*m));
+	if (!m)
+		return -ENOMEM;
+	snprintf(m->name, sizeof(m->name), "%s", cfg->name);
+	m->loop = loop;
+	m->errlog = (struct log_ratelimit)LOG_RATELIMIT_INIT(METER_ERROR_SUMMARY_MS);
+	int r = decoder_from(cfg, tz, &m->dec);
+	if (r == 0) {
+		m->latest = p1_telegram_new((size_t)cfg->max_telegram_bytes + 16);
+		r = m->latest ? 0 : -ENOMEM;
+	}
+	if (r == 0)
+		r = loop_timer_new(loop, on_gap, m, &m->gap);
+	if (r == 0 && loop) {
+		struct source_config sc;
+		char hostport[300];
+		source_config_from(cfg, &sc);
+		if (sc.kind == SOURCE_TCP) {
+			bool v6 = cfg->tcp.host && strchr(cfg->tcp.host, ':');
+			snprintf(hostport, sizeof(hostport), v6 ? "[%s]:%d" : "%s:%d",
+				 cfg->tcp.host ? cfg->tcp.host : "", cfg->tcp.port);
+			sc.path = hostport;
+		}
+		r = source_new(loop, &sc, on_data, on_state, m, &m->src);
+	}
+	if (r < 0) {
+		meter_free(m);
+		return r;
+	}
+	*ret_meter = m;
+	return 0;
+}
+
+struct meter *meter_free(struct meter *m)
+{
+	if (!m)
+		return NULL;
+	if (m->errlog.suppressed)
+		log_ratelimit_flush(&m->errlog, loop_now_ms(), true);
+	source_free(m->src);
+	loop_timer_free(m->gap);
+	p1_decoder_free(m->dec);
+	p1_telegram_free(m->latest);
+	free(m);
+	return NULL;
+}
+
+static int add(struct meter *m, meter_sink_cb cb, meter_raw_cb raw, void *ud)
+{
+	if (m->n_sinks == METER_SINKS_MAX)
+		return -ENOSPC;
+	m->sinks[m->n_sinks++] = (struct sink){cb, raw, ud};
+	return 0;
+}
+
+int meter_add_sink(struct meter *m, meter_sink_cb cb, void *ud)
+{
+	return add(m, cb, NULL, ud);
+}
+
+int meter_add_raw_sink(struct meter *m, meter_raw_cb cb, void *ud)
+{
+	return add(m, NULL, cb, ud);
+}
+
+const char *meter_name(const struct meter *m)
+{
+	return m->name;
+}
+
+void meter_get_stats(const struct meter *m, struct meter_stats *ret)
+{
+	*ret = m->st;
+}
+
+const struct p1_telegram *meter_latest(const struct meter *m)
+{
+	return m->have_latest ? m->latest : NULL;
+}
+
+const struct source *meter_source(const struct meter *m)
+{
+	return m->src;
+}
+
+bool meter_finished(const struct meter *m)
+{
+	return m->finished;
+}
+
+void meter_on_finished(struct meter *m, void (*cb)(void *ud, struct meter *m), void *ud)
+{
+	m->finished_cb = cb;
+	m->finished_ud = ud;
+}
+
+int meter_format_status(const struct meter *m, char *buf, size_t size)
+{
+	if (!m->st.telegrams)
+		return snprintf(buf, size, "%s: no telegram yet, %s, %llu rejected", m->name,
+				m->src ? source_state_name(source_get_state(m->src)) : "idle",
+				(unsigned long long)m->st.rejected);
+	uint64_t age_s = (loop_now_ms() - m->st.last_telegram_ms) / 1000;
+	return snprintf(buf, size, "%s: %llu telegrams, last %llu s ago, %llu CRC errors", m->name,
+			(unsigned long long)m->st.telegrams, (unsigned long long)age_s,
+			(unsigned long long)m->st.errors[P1_ERR_CRC]);
+}
