@@ -645,8 +645,15 @@ static void test_needs_restart(void **state)
 	config_free(b);
 
 	b = load_ok("[p1d]\nlog_level = debug\n[meter main]\nserial = /dev/ttyUSB0\n"
-	            "stale_after = 1min\n[mqtt]\nhost = a\ninterval = 5s\n");
+	            "stale_after = 30s\n[mqtt]\nhost = a\ninterval = 5s\n");
 	assert_false(config_needs_restart(a, b, what, sizeof(what)));
+	config_free(b);
+
+	/* a running source keeps its watchdog setting until restarted */
+	b = load_ok("[p1d]\n[meter main]\nserial = /dev/ttyUSB0\nstale_after = 1min\n"
+	            "[mqtt]\nhost = a\n");
+	assert_true(config_needs_restart(a, b, what, sizeof(what)));
+	assert_string_equal(what, "[meter main] stale_after");
 	config_free(b);
 
 	b = load_ok("[p1d]\n[meter main]\nserial = /dev/ttyUSB0\n[mqtt]\nhost = b\n");
