@@ -706,7 +706,7 @@ static void put_phase_amps(struct out *o, const struct sim_meter *m, bool centi)
 
 static void put_phase_powers(struct out *o, const struct sim_meter *m)
 {
-	char obis[16];
+	char obis[32];
 
 	for (int dir = 0; dir < 2; dir++) {
 		for (int p = 0; p < m->cfg.phases; p++) {
