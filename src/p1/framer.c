@@ -185,18 +185,6 @@ static int hexdigit(uint8_t c)
 	return -1;
 }
 
-/* Append bytes masked to 7 bits; false when the frame would exceed the bound. */
-static bool append(struct p1_framer *f, const uint8_t *p, size_t n)
-{
-	if (n > f->opts.max_len - f->len)
-		return false;
-	uint8_t *d = f->buf + f->len;
-	for (size_t i = 0; i < n; i++)
-		d[i] = p[i] & 0x7f;
-	f->len += n;
-	return true;
-}
-
 static const uint8_t *hunt(struct p1_framer *f, const uint8_t *p, const uint8_t *end)
 {
 	for (; p < end; p++) {
@@ -245,47 +233,62 @@ static const uint8_t *header(struct p1_framer *f, const uint8_t *p, const uint8_
 	return p;
 }
 
+/* Collect lines. The chunk is masked into the buffer first and line starts are looked for in
+ * the masked copy, so a line feed with bit 7 set still ends a line. */
 static const uint8_t *body(struct p1_framer *f, const uint8_t *p, const uint8_t *end,
 			   p1_frame_cb cb, void *ud)
 {
-	while (p < end) {
+	size_t n = (size_t)(end - p), room = f->opts.max_len - f->len;
+	if (!room) {
+		report(f, P1_ERR_TOO_LONG, cb, ud);
+		return p;
+	}
+	if (n > room)
+		n = room;
+	uint8_t *d = f->buf + f->len;
+	for (size_t k = 0; k < n; k++)
+		d[k] = p[k] & 0x7f;
+	size_t i = 0;
+	while (i < n) {
 		if (f->line_start) {
-			uint8_t b = *p & 0x7f;
-			if (b == '/') {
+			if (d[i] == '/') {
+				f->len += i;
 				report(f, P1_ERR_TRUNCATED, cb, ud);
-				return p; /* HUNT takes it from here */
+				return p + i; /* HUNT takes it from here */
 			}
-			if (b == '!') {
-				if (!append(f, p, 1)) {
-					report(f, P1_ERR_TOO_LONG, cb, ud);
-					return p;
-				}
+			if (d[i] == '!') {
+				f->len += i + 1;
 				f->crc_covered = f->len;
 				f->crc_digits = 0;
 				f->crc_value = 0;
 				f->st = CRC;
-				return p + 1;
+				return p + i + 1;
 			}
 			f->line_start = false;
 		}
-		const uint8_t *nl = memchr(p, '\n', (size_t)(end - p));
-		const uint8_t *stop = nl ? nl + 1 : end;
-		if (!append(f, p, (size_t)(stop - p))) {
-			report(f, P1_ERR_TOO_LONG, cb, ud);
-			return stop;
-		}
-		p = stop;
-		f->line_start = nl != NULL;
+		const uint8_t *nl = memchr(d + i, '\n', n - i);
+		if (!nl)
+			break;
+		i = (size_t)(nl - d) + 1;
+		f->line_start = true;
 	}
-	return p;
+	f->len += n;
+	return p + n;
 }
 
 static const uint8_t *crc_digits(struct p1_framer *f, const uint8_t *p, const uint8_t *end,
 				 p1_frame_cb cb, void *ud)
 {
 	for (; p < end; p++) {
-		int v = hexdigit(*p & 0x7f);
+		uint8_t b = *p & 0x7f;
+		int v = hexdigit(b);
 		if (v < 0) {
+			/* without digits only a line end may follow the '!': anything else is a line
+			 * whose first character was damaged into '!' */
+			if (!f->crc_digits && b != '\r' && b != '\n') {
+				report(f, P1_ERR_SYNTAX, cb, ud);
+				return p;
+			}
 			finish_text(f, cb, ud);
 			return p; /* not consumed: CR, LF, or the next frame's first byte */
 		}

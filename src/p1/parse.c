@@ -146,9 +146,11 @@ static bool parse_num(struct ctx *c, struct slice s, struct p1_num *out, const c
 	while (p < e && is_space(*p))
 		p++;
 	if (p < e) {
-		if (*p != '*')
+		/* "123.456*kWh", and "123.456kWh" from meters that forget the star */
+		bool star = *p == '*';
+		if (!star && !((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
 			return false;
-		struct slice u = trim((struct slice){p + 1, (size_t)(e - p - 1)});
+		struct slice u = trim((struct slice){p + star, (size_t)(e - p - star)});
 		if (!u.n)
 			return false;
 		n.unit = unit_canonical(c->t, u);
@@ -604,8 +606,11 @@ static int medium_base(const struct p1_mbus *m)
 /* Fill gas_*, water_*, thermal_*, slave_* from the first channel of each medium. */
 static void classify_mbus(struct p1_telegram *t)
 {
-	for (unsigned i = 0; i < P1_MAX_MBUS; i++) {
-		const struct p1_mbus *m = &t->mbus[i];
+	/* first the channels with a reading, so an empty channel does not hide a later one */
+	for (unsigned i = 0; i < 2 * P1_MAX_MBUS; i++) {
+		const struct p1_mbus *m = &t->mbus[i % P1_MAX_MBUS];
+		if (i < P1_MAX_MBUS && m->value.presence != P1_PRESENT)
+			continue;
 		int base = m->present ? medium_base(m) : -1;
 		if (base < 0 || t->fields[base].presence || t->fields[base + 1].presence ||
 		    t->fields[base + 3].presence)
@@ -694,6 +699,24 @@ static enum p1_dialect detect(const struct p1_telegram *t)
 	if (t->fields[P1_F_E_DEL_TOTAL].presence && !t->fields[P1_F_E_DEL_T1].presence)
 		return P1_DIALECT_SWEDEN;
 	return P1_DIALECT_GENERIC;
+}
+
+static bool num_is(const struct p1_value *v, int64_t mant, unsigned scale, const char *unit)
+{
+	return v->presence == P1_PRESENT && v->num.mant == mant && v->num.scale == scale &&
+	       v->num.unit && !strcmp(v->num.unit, unit);
+}
+
+/* Fluvius writes 999.9 kW / 99.999 kW (limiter) and 999 A / 999.99 A (fuse supervision) for
+ * "function not active". DSMR 3 meters send 999 A as a real threshold, so only here. */
+static void fluvius_sentinels(struct p1_telegram *t)
+{
+	struct p1_value *thr = &t->fields[P1_F_THRESHOLD];
+	if (num_is(thr, 9999, 1, "kW") || num_is(thr, 99999, 3, "kW"))
+		thr->presence = P1_NULL;
+	for (int f = P1_F_FUSE_L1; f <= P1_F_FUSE_L3; f++)
+		if (num_is(&t->fields[f], 999, 0, "A") || num_is(&t->fields[f], 99999, 2, "A"))
+			t->fields[f].presence = P1_NULL;
 }
 
 void p1_parse_opts_init(struct p1_parse_opts *o)
@@ -795,6 +818,39 @@ static const char *next_line(const char *p, const char *e, const char **ret_end)
 	return nl ? nl + 1 : e;
 }
 
+static bool unterminated(const char *p, const char *e)
+{
+	bool open = false;
+	for (; p < e; p++)
+		if (*p == '(')
+			open = true;
+		else if (*p == ')')
+			open = false;
+	return open;
+}
+
+/* Join a line whose last group is not closed with the next physical line, in the arena.
+ * Returns the joined line (with *le updated) or NULL when it cannot be done. */
+static const char *join_next(struct p1_telegram *t, const char **p, const char **le,
+			     const char **next, const char *e, unsigned *n)
+{
+	const char *le2, *next2 = next_line(*next, e, &le2), *q = *next;
+	while (q < le2 && is_space(*q))
+		q++;
+	if (q == le2 || !memchr(q, ')', (size_t)(le2 - q)))
+		return NULL;
+	size_t a = (size_t)(*le - *p), b = (size_t)(le2 - q);
+	char *j = arena_alloc(t, a + b);
+	if (!j)
+		return NULL;
+	memcpy(j, *p, a);
+	memcpy(j + a, q, b);
+	*le = j + a + b;
+	*next = next2;
+	(*n)++;
+	return j;
+}
+
 static void read_lines(struct ctx *c, const char *p, const char *e)
 {
 	struct line l = {0};
@@ -821,7 +877,10 @@ static void read_lines(struct ctx *c, const char *p, const char *e)
 		} else {
 			if (pending)
 				dispatch(c, &l);
-			start_line(c, &l, p, le, n);
+			const char *lp = p;
+			if (unterminated(p, le) && next < e) /* a long value wrapped onto the next line */
+				lp = join_next(c->t, &p, &le, &next, e, &n);
+			start_line(c, &l, lp ? lp : p, le, n);
 			pending = true;
 			data_lines++;
 		}
@@ -860,6 +919,8 @@ enum p1_error p1_parse(struct p1_telegram *t, const char *text, size_t len, bool
 	}
 	classify_mbus(t);
 	t->dialect = opts->force_dialect != P1_DIALECT_UNKNOWN ? opts->force_dialect : detect(t);
+	if (t->dialect == P1_DIALECT_FLUVIUS)
+		fluvius_sentinels(t);
 	return P1_OK;
 }
 

@@ -81,6 +81,7 @@ static int hexval(char c)
 static bool civil_ok(int y, int mo, int d, int h, int mi, int s)
 {
 	static const unsigned char mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	/* year 2000 is a sentinel (000101000001W: unused slot) */
 	if (y < 2001 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 ||
 	    s > 59)
 		return false;
@@ -150,6 +151,8 @@ int p1_time_parse(const char *s, size_t len, const struct p1_tz *tz, struct p1_t
 			return -1;
 	}
 	int y = 2000 + f[0];
+	if (f[0] == 70 && f[1] == 1 && f[2] == 1 && f[3] <= 1 && f[4] == 0 && f[5] == 0)
+		return 0; /* 700101010000W: the Unix epoch in two digits, "no device" (Iskra) */
 	if (!civil_ok(y, f[1], f[2], f[3], f[4], f[5]))
 		return 0;
 	int64_t local = p1_time_from_civil(y, f[1], f[2], f[3], f[4], f[5]);
