@@ -73,7 +73,8 @@ void p1_framer_reset(struct p1_framer *f);
 /* True while a frame is in progress (for inter-byte timeouts). */
 bool p1_framer_busy(const struct p1_framer *f);
 
-/* Bytes skipped while hunting for a frame start, since creation. */
+/* Bytes skipped while hunting for a frame start, since creation (line ends between frames
+ * are not counted). */
 uint64_t p1_framer_garbage_bytes(const struct p1_framer *f);
 
 #endif

@@ -180,6 +180,11 @@ size_t p1_result_describe(const struct p1_result *r, char *buf, size_t cap)
 			     f ? f->crc_sent : 0, f ? f->crc_computed : 0);
 		break;
 	case P1_ERR_SYNTAX:
+		if (f && f->error == P1_ERR_SYNTAX) {
+			n = snprintf(buf, cap, "damaged telegram: a line starts with '!' but no CRC "
+					       "or line end follows");
+			break;
+		}
 		n = r->line ? snprintf(buf, cap, "bad syntax in a telegram without CRC, line %u",
 				       r->line)
 			    : snprintf(buf, cap, "bad syntax in a telegram without CRC");

@@ -283,9 +283,9 @@ static const uint8_t *crc_digits(struct p1_framer *f, const uint8_t *p, const ui
 		uint8_t b = *p & 0x7f;
 		int v = hexdigit(b);
 		if (v < 0) {
-			/* without digits only a line end may follow the '!': anything else is a line
-			 * whose first character was damaged into '!' */
-			if (!f->crc_digits && b != '\r' && b != '\n') {
+			/* without digits only a line end (or the next telegram, glued on) may follow
+			 * the '!': anything else is a line whose first character was damaged into '!' */
+			if (!f->crc_digits && b != '\r' && b != '\n' && b != '/') {
 				report(f, P1_ERR_SYNTAX, cb, ud);
 				return p;
 			}

@@ -839,6 +839,10 @@ static const char *join_next(struct p1_telegram *t, const char **p, const char *
 		q++;
 	if (q == le2 || !memchr(q, ')', (size_t)(le2 - q)))
 		return NULL;
+	uint8_t o[5];
+	const char *after = read_obis(q, le2, o);
+	if (after && after < le2 && *after == '(')
+		return NULL; /* the next line is a line of its own: the ')' was lost */
 	size_t a = (size_t)(*le - *p), b = (size_t)(le2 - q);
 	char *j = arena_alloc(t, a + b);
 	if (!j)

@@ -39,8 +39,8 @@
 #define MAX_FILES 256
 
 static const char *const dialect_folders[] = {
-	"dsmr2.2-3", "dsmr4", "dsmr5", "fluvius-emucs", "smarty-lu", "sweden",
-	"austria", "hungary-eon", "iskra-ie", "ace4000", "easymeter-q3d",
+        "dsmr2.2-3", "dsmr4",       "dsmr5",    "fluvius-emucs", "smarty-lu",     "sweden",
+        "austria",   "hungary-eon", "iskra-ie", "ace4000",       "easymeter-q3d",
 };
 
 /* ---- files ---- */
@@ -143,8 +143,8 @@ static const char *js_string(const char *p)
 			c = (unsigned char)*p++;
 			if (c == 'u') {
 				for (int i = 0; i < 4; i++, p++)
-					if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') ||
-					      (*p >= 'A' && *p <= 'F')))
+					if (!((*p >= '0' && *p <= '9') ||
+					      (*p >= 'a' && *p <= 'f') || (*p >= 'A' && *p <= 'F')))
 						return NULL;
 			} else if (!strchr("\"\\/bfnrt", c) || !c) {
 				return NULL;
@@ -244,12 +244,17 @@ static void test_json_validator(void **state)
 {
 	(void)state;
 	static const char *const good[] = {
-		"{}", "[]", "{\"a\":1}", "{\"a\":[1,-2.5,3e4,true,false,null,\"x\\\"\\u00e9\"]}",
-		" { \"a\" : { \"b\" : [ ] } } ", "0", "-0.000",
+	        "{}",
+	        "[]",
+	        "{\"a\":1}",
+	        "{\"a\":[1,-2.5,3e4,true,false,null,\"x\\\"\\u00e9\"]}",
+	        " { \"a\" : { \"b\" : [ ] } } ",
+	        "0",
+	        "-0.000",
 	};
 	static const char *const bad[] = {
-		"", "{", "{\"a\":}", "{\"a\":1,}", "[1,]", "{a:1}", "01", "1.", ".5", "\"\x01\"",
-		"\"\\x\"", "{\"a\":1}}", "nul", "[\"abc]", "+1", "{\"a\" 1}",
+	        "",   "{",        "{\"a\":}", "{\"a\":1,}", "[1,]", "{a:1}",   "01", "1.",
+	        ".5", "\"\x01\"", "\"\\x\"",  "{\"a\":1}}", "nul",  "[\"abc]", "+1", "{\"a\" 1}",
 	};
 	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
 		if (!json_valid(good[i]))
@@ -300,8 +305,10 @@ static void on_result(void *ud, const struct p1_result *r)
 	struct tele *x = &run->t[run->valid];
 	size_t need = p1_json_telegram(t, P1_JSON_ALL, run->json, JSON_CAP);
 	assert_true(need < JSON_CAP);
-	*x = (struct tele){.dialect = t->dialect, .warnings = t->warnings, .offset = r->offset,
-			   .encrypted = t->encrypted};
+	*x = (struct tele){.dialect = t->dialect,
+	                   .warnings = t->warnings,
+	                   .offset = r->offset,
+	                   .encrypted = t->encrypted};
 	x->json = strdup(run->json);
 	x->json_ok = json_valid(run->json);
 	memcpy(x->fields, t->fields, sizeof(x->fields));
@@ -316,7 +323,7 @@ static void on_result(void *ud, const struct p1_result *r)
 	size_t k = 0;
 	for (unsigned i = 0; i < t->n_unknown && k + 40 < sizeof(x->unknown); i++)
 		k += (size_t)snprintf(x->unknown + k, sizeof(x->unknown) - k, "%s%s", i ? " " : "",
-				      t->unknown[i].obis);
+		                      t->unknown[i].obis);
 	run->valid++;
 }
 
@@ -330,7 +337,7 @@ static void run_free(struct run *run)
 
 /* Decode len bytes fed in pieces of chunk bytes (0: all at once). */
 static struct run *decode(const uint8_t *p, size_t len, size_t chunk,
-			  const struct p1_decoder_opts *opts)
+                          const struct p1_decoder_opts *opts)
 {
 	struct p1_decoder_opts o;
 	if (opts)
@@ -357,8 +364,8 @@ static const char *errors_str(const struct run *run)
 	buf[0] = 0;
 	for (unsigned i = 0; i < run->invalid && i < 64 && k + 32 < sizeof(buf); i++)
 		k += (size_t)snprintf(buf + k, sizeof(buf) - k, "%s%s@%llu", i ? "," : "",
-				      p1_error_id(run->errors[i]),
-				      (unsigned long long)run->err_offsets[i]);
+		                      p1_error_id(run->errors[i]),
+		                      (unsigned long long)run->err_offsets[i]);
 	return buf;
 }
 
@@ -375,18 +382,20 @@ static void test_dialect_folders(void **state)
 		assert_true(n > 0);
 		for (size_t i = 0; i < n; i++) {
 			char path[4096];
-			snprintf(path, sizeof(path), "%s/%s/%s", dir, dialect_folders[fi], names[i]);
+			snprintf(path, sizeof(path), "%s/%s/%s", dir, dialect_folders[fi],
+			         names[i]);
 			size_t len;
 			uint8_t *p = read_file(path, &len);
 			struct run *whole = decode(p, len, 0, NULL);
 			files++;
 			if (whole->valid != 1 || whole->invalid != 0) {
-				print_message("%s/%s: %u valid, %u invalid (%s)\n", dialect_folders[fi],
-					      names[i], whole->valid, whole->invalid, errors_str(whole));
+				print_message("%s/%s: %u valid, %u invalid (%s)\n",
+				              dialect_folders[fi], names[i], whole->valid,
+				              whole->invalid, errors_str(whole));
 				failures++;
 			} else if (!whole->t[0].json_ok) {
-				print_message("%s/%s: invalid JSON: %s\n", dialect_folders[fi], names[i],
-					      whole->t[0].json);
+				print_message("%s/%s: invalid JSON: %s\n", dialect_folders[fi],
+				              names[i], whole->t[0].json);
 				failures++;
 			} else {
 				/* P2: the same telegram in any chunking */
@@ -396,7 +405,8 @@ static void test_dialect_folders(void **state)
 					if (r->valid != 1 || r->invalid != 0 ||
 					    strcmp(r->t[0].json, whole->t[0].json)) {
 						print_message("%s/%s: differs in chunks of %zu\n",
-							      dialect_folders[fi], names[i], chunks[c]);
+						              dialect_folders[fi], names[i],
+						              chunks[c]);
 						failures++;
 					}
 					run_free(r);
@@ -418,9 +428,10 @@ static const char *expected_dialect(const char *folder, const char *text)
 	static const struct {
 		const char *folder, *dialect;
 	} map[] = {
-		{"dsmr2.2-3", "dsmr22"},   {"dsmr5", "dsmr5"},     {"fluvius-emucs", "fluvius"},
-		{"smarty-lu", "smarty"},   {"sweden", "sweden"},   {"hungary-eon", "hungary"},
-		{"easymeter-q3d", "easymeter"}, {"ace4000", "ace4000"},
+	        {"dsmr2.2-3", "dsmr22"},        {"dsmr5", "dsmr5"},
+	        {"fluvius-emucs", "fluvius"},   {"smarty-lu", "smarty"},
+	        {"sweden", "sweden"},           {"hungary-eon", "hungary"},
+	        {"easymeter-q3d", "easymeter"}, {"ace4000", "ace4000"},
 	};
 	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
 		if (!strcmp(folder, map[i].folder))
@@ -440,20 +451,21 @@ static void test_dialect_detection(void **state)
 		size_t n = list(dir, dialect_folders[fi], ".txt", names);
 		for (size_t i = 0; i < n; i++) {
 			char path[4096];
-			snprintf(path, sizeof(path), "%s/%s/%s", dir, dialect_folders[fi], names[i]);
+			snprintf(path, sizeof(path), "%s/%s/%s", dir, dialect_folders[fi],
+			         names[i]);
 			size_t len;
 			uint8_t *p = read_file(path, &len);
 			struct run *r = decode(p, len, 0, NULL);
 			const char *want = expected_dialect(dialect_folders[fi], (const char *)p);
 			const char *got = r->valid ? p1_dialect_name(r->t[0].dialect) : "(none)";
 			if (!want) {
-				print_message("note: %s/%s detected as %s\n", dialect_folders[fi], names[i],
-					      got);
+				print_message("note: %s/%s detected as %s\n", dialect_folders[fi],
+				              names[i], got);
 			} else {
 				checked++;
 				if (strcmp(want, got)) {
-					print_message("%s/%s: dialect %s, expected %s\n", dialect_folders[fi],
-						      names[i], got, want);
+					print_message("%s/%s: dialect %s, expected %s\n",
+					              dialect_folders[fi], names[i], got, want);
 					failures++;
 				}
 			}
@@ -550,9 +562,10 @@ static void test_key_fields(void **state)
 		const char *code;
 		enum p1_field field;
 	} keys[] = {
-		{"1-0:1.8.0", P1_F_E_DEL_TOTAL}, {"1-0:1.8.1", P1_F_E_DEL_T1}, {"1-0:1.8.2", P1_F_E_DEL_T2},
-		{"1-0:2.8.0", P1_F_E_RET_TOTAL}, {"1-0:2.8.1", P1_F_E_RET_T1}, {"1-0:2.8.2", P1_F_E_RET_T2},
-		{"1-0:1.7.0", P1_F_P_DEL},       {"1-0:2.7.0", P1_F_P_RET},
+	        {"1-0:1.8.0", P1_F_E_DEL_TOTAL}, {"1-0:1.8.1", P1_F_E_DEL_T1},
+	        {"1-0:1.8.2", P1_F_E_DEL_T2},    {"1-0:2.8.0", P1_F_E_RET_TOTAL},
+	        {"1-0:2.8.1", P1_F_E_RET_T1},    {"1-0:2.8.2", P1_F_E_RET_T2},
+	        {"1-0:1.7.0", P1_F_P_DEL},       {"1-0:2.7.0", P1_F_P_RET},
 	};
 	const char *dir = corpus();
 	unsigned failures = 0, checked = 0, gas_checked = 0;
@@ -561,7 +574,8 @@ static void test_key_fields(void **state)
 		size_t n = list(dir, dialect_folders[fi], ".txt", names);
 		for (size_t i = 0; i < n; i++) {
 			char path[4096];
-			snprintf(path, sizeof(path), "%s/%s/%s", dir, dialect_folders[fi], names[i]);
+			snprintf(path, sizeof(path), "%s/%s/%s", dir, dialect_folders[fi],
+			         names[i]);
 			size_t len;
 			char *text = (char *)read_file(path, &len);
 			struct run *r = decode((uint8_t *)text, len, 0, NULL);
@@ -579,14 +593,15 @@ static void test_key_fields(void **state)
 				norm_num(g, strcspn(g, "*)"), want, sizeof(want));
 				checked++;
 				if (t->fields[keys[k].field].presence != P1_PRESENT) {
-					print_message("%s/%s: %s present in the file, %s not decoded\n",
-						      dialect_folders[fi], names[i], keys[k].code,
-						      p1_field_info(keys[k].field)->name);
+					print_message(
+					        "%s/%s: %s present in the file, %s not decoded\n",
+					        dialect_folders[fi], names[i], keys[k].code,
+					        p1_field_info(keys[k].field)->name);
 					failures++;
 				} else if (strcmp(r->nums[0][keys[k].field], want)) {
 					print_message("%s/%s: %s is %s in the file, decoded %s\n",
-						      dialect_folders[fi], names[i], keys[k].code, want,
-						      r->nums[0][keys[k].field]);
+					              dialect_folders[fi], names[i], keys[k].code,
+					              want, r->nums[0][keys[k].field]);
 					failures++;
 				}
 			}
@@ -594,10 +609,11 @@ static void test_key_fields(void **state)
 			bool has_gas = false;
 			char want[64] = "";
 			for (int ch = 1; ch <= 4 && !want[0]; ch++) {
-				char code[16];
+				char code[32];
 				snprintf(code, sizeof(code), "0-%d:24.1.0", ch);
 				const char *g = find_line(text, code);
-				if (!g || strtol(g, NULL, 10) != 3 || g[strspn(g, "0123456789")] != ')')
+				if (!g || strtol(g, NULL, 10) != 3 ||
+				    g[strspn(g, "0123456789")] != ')')
 					continue;
 				static const char *const vals[] = {"24.2.1", "24.2.3", "24.3.0"};
 				for (int v = 0; v < 3 && !want[0]; v++) {
@@ -615,16 +631,18 @@ static void test_key_fields(void **state)
 			if (has_gas) {
 				gas_checked++;
 				if (t->fields[P1_F_GAS].presence == P1_ABSENT) {
-					print_message("%s/%s: gas reading line in the file, gas_delivered absent\n",
-						      dialect_folders[fi], names[i]);
+					print_message("%s/%s: gas reading line in the file, "
+					              "gas_delivered absent\n",
+					              dialect_folders[fi], names[i]);
 					failures++;
 				} else if (want[0] && (t->fields[P1_F_GAS].presence != P1_PRESENT ||
-						       strcmp(r->nums[0][P1_F_GAS], want))) {
-					print_message("%s/%s: gas reading %s in the file, decoded %s\n",
-						      dialect_folders[fi], names[i], want,
-						      t->fields[P1_F_GAS].presence == P1_PRESENT
-							      ? r->nums[0][P1_F_GAS]
-							      : "null");
+				                       strcmp(r->nums[0][P1_F_GAS], want))) {
+					print_message(
+					        "%s/%s: gas reading %s in the file, decoded %s\n",
+					        dialect_folders[fi], names[i], want,
+					        t->fields[P1_F_GAS].presence == P1_PRESENT
+					                ? r->nums[0][P1_F_GAS]
+					                : "null");
 					failures++;
 				}
 			}
@@ -644,8 +662,8 @@ static void test_key_fields(void **state)
 static const struct {
 	const char *file, *why;
 } unread_ok[] = {
-	{"dsmr5/dsmrparser-net-2.txt",
-	 "edited file: M-Bus device types 303, 909, 808, 101 are not EN 13757-3 medium codes"},
+        {"dsmr5/dsmrparser-net-2.txt",
+         "edited file: M-Bus device types 303, 909, 808, 101 are not EN 13757-3 medium codes"},
 };
 
 static void test_every_line_read(void **state)
@@ -658,22 +676,25 @@ static void test_every_line_read(void **state)
 		size_t n = list(dir, dialect_folders[fi], ".txt", names);
 		for (size_t i = 0; i < n; i++) {
 			char path[4096], rel[512];
-			snprintf(path, sizeof(path), "%s/%s/%s", dir, dialect_folders[fi], names[i]);
+			snprintf(path, sizeof(path), "%s/%s/%s", dir, dialect_folders[fi],
+			         names[i]);
 			snprintf(rel, sizeof(rel), "%s/%s", dialect_folders[fi], names[i]);
 			size_t len;
 			uint8_t *p = read_file(path, &len);
 			struct run *r = decode(p, len, 0, NULL);
 			if (r->valid == 1 && (r->t[0].warnings & P1_WARN_BAD_VALUE)) {
 				const char *why = NULL;
-				for (size_t k = 0; k < sizeof(unread_ok) / sizeof(unread_ok[0]); k++)
+				for (size_t k = 0; k < sizeof(unread_ok) / sizeof(unread_ok[0]);
+				     k++)
 					if (!strcmp(rel, unread_ok[k].file))
 						why = unread_ok[k].why;
 				if (why) {
-					print_message("note: %s: lines not read (%s): %s\n", rel, why,
-						      r->t[0].unknown);
+					print_message("note: %s: lines not read (%s): %s\n", rel,
+					              why, r->t[0].unknown);
 				} else {
-					print_message("%s: known lines not read, kept as unknown: %s\n", rel,
-						      r->t[0].unknown);
+					print_message(
+					        "%s: known lines not read, kept as unknown: %s\n",
+					        rel, r->t[0].unknown);
 					failures++;
 				}
 			}
@@ -706,8 +727,8 @@ static void test_bad_crc(void **state)
 		for (unsigned k = 0; k < r->invalid && k < 64; k++)
 			all_crc &= r->errors[k] == P1_ERR_CRC;
 		if (r->valid || !all_crc) {
-			print_message("bad-crc/%s: %u valid, %u rejected (%s)\n", names[i], r->valid,
-				      r->invalid, errors_str(r));
+			print_message("bad-crc/%s: %u valid, %u rejected (%s)\n", names[i],
+			              r->valid, r->invalid, errors_str(r));
 			failures++;
 		}
 		run_free(r);
@@ -733,11 +754,11 @@ static void test_malformed(void **state)
 		for (size_t chunk = 0; chunk <= 64; chunk += chunk ? chunk : 1) {
 			struct run *r = decode(p, len, chunk, NULL);
 			if (r->valid)
-				fail_msg("malformed/%s (chunks of %zu): %u valid telegram(s): %s", names[i],
-					 chunk, r->valid, r->t[0].json);
+				fail_msg("malformed/%s (chunks of %zu): %u valid telegram(s): %s",
+				         names[i], chunk, r->valid, r->t[0].json);
 			if (!chunk)
 				print_message("malformed/%s: rejected: %s\n", names[i],
-					      r->invalid ? errors_str(r) : "(no frame)");
+				              r->invalid ? errors_str(r) : "(no frame)");
 			run_free(r);
 		}
 		free(p);
@@ -763,8 +784,9 @@ static size_t crc_frames(const uint8_t *p, size_t n, uint64_t *starts, size_t ma
 			for (size_t k = b + 1; k < n && digits < 4; k++, digits++) {
 				int c = p[k];
 				int h = c >= '0' && c <= '9' ? c - '0'
-					: (c | 0x20) >= 'a' && (c | 0x20) <= 'f' ? (c | 0x20) - 'a' + 10
-										  : -1;
+				        : (c | 0x20) >= 'a' && (c | 0x20) <= 'f'
+				                ? (c | 0x20) - 'a' + 10
+				                : -1;
 				if (h < 0)
 					break;
 				v = v << 4 | (unsigned)h;
@@ -800,8 +822,9 @@ static void test_streams(void **state)
 		for (size_t chunk = 0; chunk <= 512; chunk = chunk ? chunk * 2 : 1) {
 			struct run *r = decode(p, len, chunk, NULL);
 			if (r->valid != want)
-				fail_msg("streams/%s (chunks of %zu): %u valid telegrams, %zu frames verify",
-					 names[i], chunk, r->valid, want);
+				fail_msg("streams/%s (chunks of %zu): %u valid telegrams, %zu "
+				         "frames verify",
+				         names[i], chunk, r->valid, want);
 			for (size_t k = 0; k < want; k++) {
 				assert_int_equal(r->t[k].offset, starts[k]);
 				assert_true(r->t[k].json_ok);
@@ -887,9 +910,8 @@ static size_t decrypt_no_aad(const uint8_t *frame, size_t n, const uint8_t key[1
 	assert_int_equal(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_IVLEN, 12, NULL), 1);
 	assert_int_equal(EVP_DecryptInit_ex(ctx, NULL, NULL, key, iv), 1);
 	assert_int_equal(EVP_DecryptUpdate(ctx, out, &outl, frame + info.header_len, (int)clen), 1);
-	assert_int_equal(EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, 12,
-					     (void *)(frame + n - 12)),
-			 1);
+	assert_int_equal(
+	        EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, 12, (void *)(frame + n - 12)), 1);
 	int ok = EVP_DecryptFinal_ex(ctx, out + outl, &finl);
 	EVP_CIPHER_CTX_free(ctx);
 	if (ok != 1)
@@ -909,7 +931,7 @@ static void test_encrypted(void **state)
 		char path[4096], kpath[4096];
 		snprintf(path, sizeof(path), "%s/encrypted/%s", dir, names[i]);
 		snprintf(kpath, sizeof(kpath), "%s/encrypted/%.*s.key", dir,
-			 (int)strlen(names[i]) - 4, names[i]);
+		         (int)strlen(names[i]) - 4, names[i]);
 		size_t len;
 		uint8_t *frame = read_file(path, &len);
 		struct p1_decoder_opts o;
@@ -925,7 +947,8 @@ static void test_encrypted(void **state)
 		if (have_aad) {
 			struct p1_dlms *d = p1_dlms_new(o.key, o.ak);
 			assert_non_null(d);
-			assert_int_equal(p1_dlms_decrypt(d, frame, len, plain, len, &plen, NULL), P1_OK);
+			assert_int_equal(p1_dlms_decrypt(d, frame, len, plain, len, &plen, NULL),
+			                 P1_OK);
 			p1_dlms_free(d);
 		} else {
 			plen = decrypt_no_aad(frame, len, o.key, plain);
@@ -938,8 +961,8 @@ static void test_encrypted(void **state)
 		struct run *r = decode(plain, plen, 0, NULL);
 		if (crc_ok) {
 			if (r->valid != 1 || r->invalid)
-				fail_msg("%s: plaintext: %u valid, %u invalid (%s)", names[i], r->valid,
-					 r->invalid, errors_str(r));
+				fail_msg("%s: plaintext: %u valid, %u invalid (%s)", names[i],
+				         r->valid, r->invalid, errors_str(r));
 			assert_true(r->t[0].json_ok);
 			decoded_valid++;
 		} else {
@@ -949,7 +972,7 @@ static void test_encrypted(void **state)
 			assert_int_equal(r->errors[0], P1_ERR_CRC);
 		}
 		print_message("%s: %zu-byte plaintext, CRC %s, AAD %s\n", names[i], plen,
-			      crc_ok ? "valid" : "NOT valid", have_aad ? "0x30 || AK" : "empty");
+		              crc_ok ? "valid" : "NOT valid", have_aad ? "0x30 || AK" : "empty");
 		run_free(r);
 
 		/* and the envelope through the decoder, in one piece and byte by byte */
@@ -958,14 +981,15 @@ static void test_encrypted(void **state)
 				r = decode(frame, len, chunk, &o);
 				if (crc_ok) {
 					if (r->valid != 1 || r->invalid)
-						fail_msg("%s: %u valid, %u invalid (%s)", names[i], r->valid,
-							 r->invalid, errors_str(r));
+						fail_msg("%s: %u valid, %u invalid (%s)", names[i],
+						         r->valid, r->invalid, errors_str(r));
 					assert_true(r->t[0].encrypted);
 					assert_int_equal(r->t[0].offset, 0);
 					assert_true(r->t[0].json_ok);
 					assert_non_null(strstr(r->t[0].json, "\"encrypted\":true"));
 					enum p1_dialect d = r->t[0].dialect;
-					assert_true(d == P1_DIALECT_SMARTY || d == P1_DIALECT_AUSTRIA);
+					assert_true(d == P1_DIALECT_SMARTY ||
+					            d == P1_DIALECT_AUSTRIA);
 				} else {
 					assert_int_equal(r->valid, 0);
 					assert_int_equal(r->errors[0], P1_ERR_CRC);
@@ -990,15 +1014,11 @@ static void test_encrypted(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_json_validator),
-		cmocka_unit_test(test_dialect_folders),
-		cmocka_unit_test(test_dialect_detection),
-		cmocka_unit_test(test_key_fields),
-		cmocka_unit_test(test_every_line_read),
-		cmocka_unit_test(test_bad_crc),
-		cmocka_unit_test(test_malformed),
-		cmocka_unit_test(test_streams),
-		cmocka_unit_test(test_encrypted),
+	        cmocka_unit_test(test_json_validator),    cmocka_unit_test(test_dialect_folders),
+	        cmocka_unit_test(test_dialect_detection), cmocka_unit_test(test_key_fields),
+	        cmocka_unit_test(test_every_line_read),   cmocka_unit_test(test_bad_crc),
+	        cmocka_unit_test(test_malformed),         cmocka_unit_test(test_streams),
+	        cmocka_unit_test(test_encrypted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

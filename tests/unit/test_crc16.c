@@ -17,22 +17,22 @@
 
 /* §10.2 T1, from '/' through '!' (104 bytes). */
 static const char t1[] = "/XXX5TEST\r\n"
-			 "\r\n"
-			 "1-3:0.2.8(50)\r\n"
-			 "0-0:1.0.0(240101120000W)\r\n"
-			 "1-0:1.8.1(000123.456*kWh)\r\n"
-			 "1-0:1.7.0(01.234*kW)\r\n"
-			 "!";
+                         "\r\n"
+                         "1-3:0.2.8(50)\r\n"
+                         "0-0:1.0.0(240101120000W)\r\n"
+                         "1-0:1.8.1(000123.456*kWh)\r\n"
+                         "1-0:1.7.0(01.234*kW)\r\n"
+                         "!";
 
 /* §10.3 plaintext from '/' through '!' */
 static const char lux[] = "/Lux5\\253000000_M\r\n"
-			  "\r\n"
-			  "1-3:0.2.8(42)\r\n"
-			  "0-0:1.0.0(240601120000S)\r\n"
-			  "1-0:1.8.0(000123.456*kWh)\r\n"
-			  "1-0:2.8.0(000001.000*kWh)\r\n"
-			  "1-0:1.7.0(00.500*kW)\r\n"
-			  "!";
+                          "\r\n"
+                          "1-3:0.2.8(42)\r\n"
+                          "0-0:1.0.0(240601120000S)\r\n"
+                          "1-0:1.8.0(000123.456*kWh)\r\n"
+                          "1-0:2.8.0(000001.000*kWh)\r\n"
+                          "1-0:1.7.0(00.500*kW)\r\n"
+                          "!";
 
 static uint16_t crc_str(const char *s)
 {
@@ -146,9 +146,9 @@ static void test_fixture_files(void **state)
 		uint16_t crc;
 		size_t covered;
 	} files[] = {
-		{"t1-dsmr5-minimal.txt", 0xDEBB, 104},
-		{"t2-dsmr5.txt", 0xA7E4, 769},
-		{"t3-fluvius.txt", 0x8DF5, 734},
+	        {"t1-dsmr5-minimal.txt", 0xDEBB, 104},
+	        {"t2-dsmr5.txt", 0xA7E4, 769},
+	        {"t3-fluvius.txt", 0x8DF5, 734},
 	};
 	const char *dir = getenv("P1_TEST_DATA");
 	if (!dir) {
@@ -254,13 +254,10 @@ static void test_random_against_model(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_check_values),
-		cmocka_unit_test(test_worked_example),
-		cmocka_unit_test(test_telegram_vectors),
-		cmocka_unit_test(test_fixture_files),
-		cmocka_unit_test(test_wrong_variants),
-		cmocka_unit_test(test_incremental),
-		cmocka_unit_test(test_random_against_model),
+	        cmocka_unit_test(test_check_values),         cmocka_unit_test(test_worked_example),
+	        cmocka_unit_test(test_telegram_vectors),     cmocka_unit_test(test_fixture_files),
+	        cmocka_unit_test(test_wrong_variants),       cmocka_unit_test(test_incremental),
+	        cmocka_unit_test(test_random_against_model),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

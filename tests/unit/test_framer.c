@@ -23,13 +23,14 @@
 
 /* ---- telegrams ---- */
 
-#define T1_BODY "/XXX5TEST\r\n"                   \
-		"\r\n"                            \
-		"1-3:0.2.8(50)\r\n"               \
-		"0-0:1.0.0(240101120000W)\r\n"    \
-		"1-0:1.8.1(000123.456*kWh)\r\n"   \
-		"1-0:1.7.0(01.234*kW)\r\n"        \
-		"!"
+#define T1_BODY \
+	"/XXX5TEST\r\n" \
+	"\r\n" \
+	"1-3:0.2.8(50)\r\n" \
+	"0-0:1.0.0(240101120000W)\r\n" \
+	"1-0:1.8.1(000123.456*kWh)\r\n" \
+	"1-0:1.7.0(01.234*kW)\r\n" \
+	"!"
 static const char t1[] = T1_BODY "DEBB\r\n";
 #define T1_LEN (sizeof(t1) - 1)
 #define T1_COVERED 104
@@ -38,25 +39,25 @@ static const char t1[] = T1_BODY "DEBB\r\n";
 
 /* §10.2 T4, DSMR 2.2 without CRC */
 static const char t4[] = "/ISk5\\2MT382-1000\r\n"
-			 "\r\n"
-			 "0-0:96.1.1(4B384547303034303436333935353037)\r\n"
-			 "1-0:1.8.1(00123.456*kWh)\r\n"
-			 "1-0:1.8.2(00234.567*kWh)\r\n"
-			 "1-0:2.8.1(00000.000*kWh)\r\n"
-			 "1-0:2.8.2(00000.000*kWh)\r\n"
-			 "0-0:96.14.0(0001)\r\n"
-			 "1-0:1.7.0(0000.45*kW)\r\n"
-			 "1-0:2.7.0(0000.00*kW)\r\n"
-			 "0-0:17.0.0(999*A)\r\n"
-			 "0-0:96.3.10(1)\r\n"
-			 "0-0:96.13.1()\r\n"
-			 "0-0:96.13.0()\r\n"
-			 "0-1:24.1.0(3)\r\n"
-			 "0-1:96.1.0(3232323241424344313233343536373839)\r\n"
-			 "0-1:24.3.0(240101120000)(00)(60)(1)(0-1:24.2.1)(m3)\r\n"
-			 "(01234.567)\r\n"
-			 "0-1:24.4.0(1)\r\n"
-			 "!\r\n";
+                         "\r\n"
+                         "0-0:96.1.1(4B384547303034303436333935353037)\r\n"
+                         "1-0:1.8.1(00123.456*kWh)\r\n"
+                         "1-0:1.8.2(00234.567*kWh)\r\n"
+                         "1-0:2.8.1(00000.000*kWh)\r\n"
+                         "1-0:2.8.2(00000.000*kWh)\r\n"
+                         "0-0:96.14.0(0001)\r\n"
+                         "1-0:1.7.0(0000.45*kW)\r\n"
+                         "1-0:2.7.0(0000.00*kW)\r\n"
+                         "0-0:17.0.0(999*A)\r\n"
+                         "0-0:96.3.10(1)\r\n"
+                         "0-0:96.13.1()\r\n"
+                         "0-0:96.13.0()\r\n"
+                         "0-1:24.1.0(3)\r\n"
+                         "0-1:96.1.0(3232323241424344313233343536373839)\r\n"
+                         "0-1:24.3.0(240101120000)(00)(60)(1)(0-1:24.2.1)(m3)\r\n"
+                         "(01234.567)\r\n"
+                         "0-1:24.4.0(1)\r\n"
+                         "!\r\n";
 
 /* A growable byte buffer for building streams. */
 struct buf {
@@ -116,16 +117,16 @@ static void on_frame(void *ud, const struct p1_frame *f)
 	}
 	struct rec *r = &l->r[l->n++];
 	*r = (struct rec){
-		.error = f->error,
-		.kind = f->kind,
-		.offset = f->offset,
-		.len = f->len,
-		.crc_covered = f->crc_covered,
-		.has_crc = f->has_crc,
-		.lf_restored = f->lf_restored,
-		.crc_sent = f->crc_sent,
-		.crc_computed = f->crc_computed,
-		.data = malloc(f->len + 1),
+	        .error = f->error,
+	        .kind = f->kind,
+	        .offset = f->offset,
+	        .len = f->len,
+	        .crc_covered = f->crc_covered,
+	        .has_crc = f->has_crc,
+	        .lf_restored = f->lf_restored,
+	        .crc_sent = f->crc_sent,
+	        .crc_computed = f->crc_computed,
+	        .data = malloc(f->len + 1),
 	};
 	assert_non_null(r->data);
 	memcpy(r->data, f->data, f->len);
@@ -165,10 +166,11 @@ static void print_log(const char *title, const struct log *l)
 {
 	print_message("%s: %zu frames\n", title, l->n);
 	for (size_t i = 0; i < l->n; i++)
-		print_message("  #%zu error=%s offset=%llu len=%zu covered=%zu crc=%d %04X/%04X lf=%d\n",
-			      i, p1_error_id(l->r[i].error), (unsigned long long)l->r[i].offset,
-			      l->r[i].len, l->r[i].crc_covered, l->r[i].has_crc, l->r[i].crc_sent,
-			      l->r[i].crc_computed, l->r[i].lf_restored);
+		print_message(
+		        "  #%zu error=%s offset=%llu len=%zu covered=%zu crc=%d %04X/%04X lf=%d\n",
+		        i, p1_error_id(l->r[i].error), (unsigned long long)l->r[i].offset,
+		        l->r[i].len, l->r[i].crc_covered, l->r[i].has_crc, l->r[i].crc_sent,
+		        l->r[i].crc_computed, l->r[i].lf_restored);
 }
 
 static bool rec_equal(const struct rec *a, const struct rec *b)
@@ -246,7 +248,7 @@ static void test_junk_prefix(void **state)
 {
 	(void)state;
 	static const char junk[] = "\x00\xFF\x7F"
-				   "1-0:1.7.0(00.1\r\n";
+	                           "1-0:1.7.0(00.1\r\n";
 	struct buf b = {0};
 	put(&b, junk, sizeof(junk) - 1);
 	puts_(&b, t1);
@@ -444,7 +446,7 @@ static void test_bang_inside_line(void **state)
 {
 	(void)state;
 	static const char body[] = "/XXX5TEST\r\n\r\n1-3:0.2.8(50)\r\n0-0:96.99.9(a!b)\r\n"
-				   "1-0:1.8.1(000123.456*kWh)\r\n!";
+	                           "1-0:1.8.1(000123.456*kWh)\r\n!";
 	struct buf b = {0};
 	put_with_crc(&b, body);
 	struct log l = {0};
@@ -468,6 +470,80 @@ static void test_bang_inside_line(void **state)
 	assert_int_equal(l.r[0].crc_covered, T1_COVERED);
 	assert_int_equal(l.r[0].crc_sent, 0xDEBB);
 	log_free(&l);
+}
+
+/* §3.5: without CRC digits the end line is '!' and a line end. A '!' followed by anything
+ * else is a line whose first character was damaged ('1' -> '!' is one bit): the frame must
+ * not pass as a telegram without CRC, and the next telegram must still be found. */
+static void test_damaged_end_line(void **state)
+{
+	(void)state;
+	static const char *const lines[] = {"1-3:0.2.8", "0-0:1.0.0", "1-0:1.8.1", "1-0:1.7.0"};
+	for (size_t i = 0; i < 4; i++) {
+		char bad[sizeof(t1)];
+		memcpy(bad, t1, sizeof(t1));
+		char *d = strstr(bad, lines[i]);
+		assert_non_null(d);
+		*d = '!';
+		struct buf b = {0};
+		puts_(&b, bad);
+		puts_(&b, t1);
+		struct log l = {0};
+		run_whole(b.p, b.n, &l);
+		size_t ok = 0;
+		for (size_t k = 0; k < l.n; k++) {
+			if (l.r[k].error != P1_OK)
+				continue;
+			ok++;
+			if (l.r[k].offset != T1_LEN)
+				fail_msg("line %s damaged into '!': a frame at %llu accepted (%zu "
+				         "bytes, "
+				         "CRC %s)",
+				         lines[i], (unsigned long long)l.r[k].offset, l.r[k].len,
+				         l.r[k].has_crc ? "present" : "absent");
+			assert_t1(&l.r[k], T1_LEN);
+		}
+		assert_int_equal(ok, 1);
+		assert_int_not_equal(l.r[0].error, P1_OK);
+		assert_int_equal(l.r[0].offset, 0);
+		log_free(&l);
+		free(b.p);
+	}
+	/* a bare '!' and its line end split across two reads is still an end line */
+	struct log l = {0};
+	struct p1_framer *f = framer(0, true);
+	p1_framer_feed(f, t4, sizeof(t4) - 3, on_frame, &l);
+	p1_framer_feed(f, "\r", 1, on_frame, &l);
+	p1_framer_feed(f, "\n", 1, on_frame, &l);
+	assert_int_equal(l.n, 1);
+	assert_int_equal(l.r[0].error, P1_OK);
+	assert_false(l.r[0].has_crc);
+	p1_framer_free(f);
+	log_free(&l);
+}
+
+/* §7.1 item 6 and §8: do not wait for a line end after the end line; a telegram without CRC
+ * whose bare '!' is followed directly by the next telegram's '/' (a bridge that drops line
+ * ends) ends there. A '/' cannot come from a damaged line start ('1' -> '!' leaves "!-"). */
+static void test_no_crc_without_line_end(void **state)
+{
+	(void)state;
+	struct buf b = {0};
+	put(&b, t4, sizeof(t4) - 3); /* without "\r\n" after the '!' */
+	size_t second = b.n;
+	puts_(&b, t4);
+	struct log l = {0};
+	run_whole(b.p, b.n, &l);
+	if (l.n != 2 || l.r[0].error != P1_OK)
+		print_log("two DSMR 2.2 telegrams, the first without a line end after '!'", &l);
+	assert_int_equal(l.n, 2);
+	assert_int_equal(l.r[0].error, P1_OK);
+	assert_false(l.r[0].has_crc);
+	assert_int_equal(l.r[0].offset, 0);
+	assert_int_equal(l.r[1].error, P1_OK);
+	assert_int_equal(l.r[1].offset, second);
+	log_free(&l);
+	free(b.p);
 }
 
 static void test_noise_slash_in_header(void **state)
@@ -527,7 +603,8 @@ static void test_too_long(void **state)
 	for (size_t chunk = 1; chunk <= b.n; chunk = chunk * 3 + 1) {
 		f = framer(256, true);
 		for (size_t at = 0; at < b.n; at += chunk)
-			p1_framer_feed(f, b.p + at, b.n - at < chunk ? b.n - at : chunk, on_frame, &l);
+			p1_framer_feed(f, b.p + at, b.n - at < chunk ? b.n - at : chunk, on_frame,
+			               &l);
 		p1_framer_flush(f, on_frame, &l);
 		assert_int_equal(l.n, 2);
 		assert_int_equal(l.r[0].error, P1_ERR_TOO_LONG);
@@ -605,7 +682,7 @@ static void test_7e1(void **state)
 	}
 	for (size_t i = 0; i < sizeof(t4) - 1; i++)
 		p[n++] = even_parity((uint8_t)t4[i]);
-	assert_true(with_bit7 > 20); /* the test does what it says */
+	assert_true(with_bit7 > 20);  /* the test does what it says */
 	assert_int_equal(p[0], 0xAF); /* '/' has five ones */
 	struct log l = {0};
 	run_whole(p, n, &l);
@@ -710,7 +787,7 @@ static void test_no_crc(void **state)
 
 	/* so does a Fluvius telegram (0-0:96.1.4) */
 	static const char be[] = "/FLU5\\253000000_A\r\n\r\n0-0:96.1.4(50217)\r\n"
-				 "1-0:1.8.1(000500.100*kWh)\r\n!\r\n";
+	                         "1-0:1.8.1(000500.100*kWh)\r\n!\r\n";
 	run_whole(be, strlen(be), &l);
 	assert_int_equal(l.n, 1);
 	assert_int_equal(l.r[0].error, P1_ERR_CRC_MISSING);
@@ -733,11 +810,11 @@ static void test_envelope(void **state)
 {
 	(void)state;
 	static const char hex[] =
-		"DB084C555831323334358200A2300000002ABF9EE6DEF6BCBE7FCFCBA682319932B4A309CF"
-		"B6848B5149449C3F9B9C224B1189956BAC54AFB9A1D162143101AE34FA314C2C74C2F0F8DC"
-		"86FDDE211A204F8899F12B692FA66CEAA0B7B9F4EC67918FBA78E4A0EE2A39FC981ABF3178"
-		"38898CF14C50D5AB22B5BB4888F8D70F30B604CD001DD194439F83C19137A97128F1EE822B"
-		"FB1BFEA9B2C1504FF00435568F4A977A697788DF19C956C410A366";
+	        "DB084C555831323334358200A2300000002ABF9EE6DEF6BCBE7FCFCBA682319932B4A309CF"
+	        "B6848B5149449C3F9B9C224B1189956BAC54AFB9A1D162143101AE34FA314C2C74C2F0F8DC"
+	        "86FDDE211A204F8899F12B692FA66CEAA0B7B9F4EC67918FBA78E4A0EE2A39FC981ABF3178"
+	        "38898CF14C50D5AB22B5BB4888F8D70F30B604CD001DD194439F83C19137A97128F1EE822B"
+	        "FB1BFEA9B2C1504FF00435568F4A977A697788DF19C956C410A366";
 	uint8_t env[175];
 	for (size_t i = 0; i < sizeof(env); i++) {
 		unsigned v;
@@ -755,7 +832,8 @@ static void test_envelope(void **state)
 		struct log l = {0};
 		struct p1_framer *f = framer(0, true);
 		for (size_t at = 0; at < b.n; at += chunk)
-			p1_framer_feed(f, b.p + at, b.n - at < chunk ? b.n - at : chunk, on_frame, &l);
+			p1_framer_feed(f, b.p + at, b.n - at < chunk ? b.n - at : chunk, on_frame,
+			               &l);
 		p1_framer_flush(f, on_frame, &l);
 		assert_int_equal(l.n, 3);
 		assert_int_equal(l.r[0].error, P1_OK);
@@ -822,7 +900,10 @@ static size_t composite(struct buf *b, struct expect *e)
 {
 	size_t n = 0;
 #define EXPECT(err, off) (e[n++] = (struct expect){(err), (off)})
-	put(b, "\x00\xFF\x7F" "1-0:1.7.0(00.1\r\n", 19);
+	put(b,
+	    "\x00\xFF\x7F"
+	    "1-0:1.7.0(00.1\r\n",
+	    19);
 	EXPECT(P1_OK, b->n);
 	puts_(b, t1);
 	EXPECT(P1_OK, b->n);
@@ -859,6 +940,11 @@ static size_t composite(struct buf *b, struct expect *e)
 		uint8_t c = even_parity((uint8_t)t1[i]);
 		put(b, &c, 1);
 	}
+	char dam[sizeof(t1)];
+	memcpy(dam, t1, sizeof(t1));
+	*strstr(dam, "1-0:1.8.1") = '!';
+	EXPECT(P1_ERR_SYNTAX, b->n); /* '!' not followed by a line end or CRC digits */
+	puts_(b, dam);
 	puts_(b, "\xFF\xFF garbage \r\n");
 	EXPECT(P1_OK, b->n); /* ends without CR LF: completed by the final flush */
 	puts_(b, U1_BODY "8D2");
@@ -895,8 +981,8 @@ static void test_every_chunking(void **state)
 		if (want.r[i].error != e[i].error || want.r[i].offset != e[i].offset) {
 			print_log("whole buffer", &want);
 			fail_msg("frame %zu: %s at %llu, expected %s at %llu", i,
-				 p1_error_id(want.r[i].error), (unsigned long long)want.r[i].offset,
-				 p1_error_id(e[i].error), (unsigned long long)e[i].offset);
+			         p1_error_id(want.r[i].error), (unsigned long long)want.r[i].offset,
+			         p1_error_id(e[i].error), (unsigned long long)e[i].offset);
 		}
 	}
 
@@ -922,7 +1008,9 @@ static void test_every_chunking(void **state)
 			x ^= x << 13;
 			x ^= x >> 7;
 			x ^= x << 17;
-			size_t step = (size_t)(x % (round % 3 == 0 ? 8 : round % 3 == 1 ? 64 : 700));
+			size_t step = (size_t)(x % (round % 3 == 0   ? 8
+			                            : round % 3 == 1 ? 64
+			                                             : 700));
 			if (at + step >= b.n)
 				break;
 			at += step;
@@ -1040,17 +1128,17 @@ static void test_bit_errors(void **state)
 	for (int i = 0; i < N; i++) {
 		char body[1024];
 		snprintf(body, sizeof(body),
-			 "/XXX5TEST-DSMR5\r\n\r\n1-3:0.2.8(50)\r\n"
-			 "0-0:1.0.0(2401%02d%02d%02d%02dW)\r\n"
-			 "0-0:96.1.1(4530303030303030303030303030303030)\r\n"
-			 "1-0:1.8.1(%06d.%03d*kWh)\r\n1-0:1.8.2(%06d.%03d*kWh)\r\n"
-			 "1-0:2.8.1(000111.222*kWh)\r\n1-0:2.8.2(000333.444*kWh)\r\n"
-			 "0-0:96.14.0(%04d)\r\n1-0:1.7.0(%02d.%03d*kW)\r\n1-0:2.7.0(00.000*kW)\r\n"
-			 "0-0:96.7.21(00007)\r\n1-0:32.7.0(23%d.%d*V)\r\n1-0:31.7.0(%03d*A)\r\n"
-			 "0-1:24.1.0(003)\r\n0-1:24.2.1(240101120000W)(%05d.%03d*m3)\r\n!",
-			 1 + i / 1440 % 28, i / 60 % 24, i % 60, i % 59, 1234 + i, i % 1000,
-			 2345 + i / 3, (i * 7) % 1000, 1 + i % 2, i % 10, (i * 13) % 1000, i % 10,
-			 (i * 3) % 10, i % 40, 1234 + i / 300, (i * 11) % 1000);
+		         "/XXX5TEST-DSMR5\r\n\r\n1-3:0.2.8(50)\r\n"
+		         "0-0:1.0.0(2401%02d%02d%02d%02dW)\r\n"
+		         "0-0:96.1.1(4530303030303030303030303030303030)\r\n"
+		         "1-0:1.8.1(%06d.%03d*kWh)\r\n1-0:1.8.2(%06d.%03d*kWh)\r\n"
+		         "1-0:2.8.1(000111.222*kWh)\r\n1-0:2.8.2(000333.444*kWh)\r\n"
+		         "0-0:96.14.0(%04d)\r\n1-0:1.7.0(%02d.%03d*kW)\r\n1-0:2.7.0(00.000*kW)\r\n"
+		         "0-0:96.7.21(00007)\r\n1-0:32.7.0(23%d.%d*V)\r\n1-0:31.7.0(%03d*A)\r\n"
+		         "0-1:24.1.0(003)\r\n0-1:24.2.1(240101120000W)(%05d.%03d*m3)\r\n!",
+		         1 + i / 1440 % 28, i / 60 % 24, i % 60, i % 59, 1234 + i, i % 1000,
+		         2345 + i / 3, (i * 7) % 1000, 1 + i % 2, i % 10, (i * 13) % 1000, i % 10,
+		         (i * 3) % 10, i % 40, 1234 + i / 300, (i * 11) % 1000);
 		start[i] = b.n;
 		put_with_crc(&b, body);
 	}
@@ -1102,7 +1190,8 @@ static void test_bit_errors(void **state)
 			if (l.r[i].error != P1_OK)
 				continue;
 			ok++;
-			/* an accepted frame is exactly one of the telegrams sent, where it was sent */
+			/* an accepted frame is exactly one of the telegrams sent, where it was sent
+			 */
 			size_t lo = 0, hi = N;
 			while (lo < hi) {
 				size_t mid = (lo + hi) / 2;
@@ -1114,23 +1203,24 @@ static void test_bit_errors(void **state)
 			if (lo == N || start[lo] != l.r[i].offset ||
 			    l.r[i].len != start[lo + 1] - start[lo] ||
 			    memcmp(l.r[i].data, b.p + start[lo], l.r[i].len)) {
-				print_message("accepted frame (%zu bytes, CRC %s):\n%.*s\n", l.r[i].len,
-					      l.r[i].has_crc ? "present" : "absent", (int)l.r[i].len,
-					      (const char *)l.r[i].data);
+				print_message("accepted frame (%zu bytes, CRC %s):\n%.*s\n",
+				              l.r[i].len, l.r[i].has_crc ? "present" : "absent",
+				              (int)l.r[i].len, (const char *)l.r[i].data);
 				fail_msg("BER %g: corrupt frame accepted at offset %llu", rates[ri],
-					 (unsigned long long)l.r[i].offset);
+				         (unsigned long long)l.r[i].offset);
 			}
 			accepted[lo] = true;
 		}
 		for (size_t i = 0; i < N; i++) {
 			intact += !damaged[i];
 			if (!damaged[i] && !accepted[i])
-				fail_msg("BER %g: intact telegram %zu (offset %zu) was not accepted",
-					 rates[ri], i, start[i]);
+				fail_msg(
+				        "BER %g: intact telegram %zu (offset %zu) was not accepted",
+				        rates[ri], i, start[i]);
 		}
 		print_message("BER %g: %zu bits flipped, %zu/%d telegrams intact, %zu accepted, "
-			      "%zu CRC errors, %zu frames reported\n",
-			      rates[ri], flips, intact, N, ok, crc_err, l.n);
+		              "%zu CRC errors, %zu frames reported\n",
+		              rates[ri], flips, intact, N, ok, crc_err, l.n);
 		assert_true(flips > 0);
 		assert_true(ok >= intact);
 		if (ri == 2)
@@ -1147,27 +1237,29 @@ static void test_bit_errors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_t1_alone),
-		cmocka_unit_test(test_t1_one_byte_reads),
-		cmocka_unit_test(test_junk_prefix),
-		cmocka_unit_test(test_back_to_back),
-		cmocka_unit_test(test_lower_case_crc),
-		cmocka_unit_test(test_corruption_127a),
-		cmocka_unit_test(test_truncated_then_t1),
-		cmocka_unit_test(test_unpadded_crc),
-		cmocka_unit_test(test_bang_inside_line),
-		cmocka_unit_test(test_noise_slash_in_header),
-		cmocka_unit_test(test_too_long),
-		cmocka_unit_test(test_limits),
-		cmocka_unit_test(test_7e1),
-		cmocka_unit_test(test_bit7_on_line_feeds),
-		cmocka_unit_test(test_lf_only),
-		cmocka_unit_test(test_no_crc),
-		cmocka_unit_test(test_envelope),
-		cmocka_unit_test(test_reset),
-		cmocka_unit_test(test_every_chunking),
-		cmocka_unit_test(test_megabyte_garbage),
-		cmocka_unit_test(test_bit_errors),
+	        cmocka_unit_test(test_t1_alone),
+	        cmocka_unit_test(test_t1_one_byte_reads),
+	        cmocka_unit_test(test_junk_prefix),
+	        cmocka_unit_test(test_back_to_back),
+	        cmocka_unit_test(test_lower_case_crc),
+	        cmocka_unit_test(test_corruption_127a),
+	        cmocka_unit_test(test_truncated_then_t1),
+	        cmocka_unit_test(test_unpadded_crc),
+	        cmocka_unit_test(test_bang_inside_line),
+	        cmocka_unit_test(test_damaged_end_line),
+	        cmocka_unit_test(test_no_crc_without_line_end),
+	        cmocka_unit_test(test_noise_slash_in_header),
+	        cmocka_unit_test(test_too_long),
+	        cmocka_unit_test(test_limits),
+	        cmocka_unit_test(test_7e1),
+	        cmocka_unit_test(test_bit7_on_line_feeds),
+	        cmocka_unit_test(test_lf_only),
+	        cmocka_unit_test(test_no_crc),
+	        cmocka_unit_test(test_envelope),
+	        cmocka_unit_test(test_reset),
+	        cmocka_unit_test(test_every_chunking),
+	        cmocka_unit_test(test_megabyte_garbage),
+	        cmocka_unit_test(test_bit_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -85,8 +85,12 @@ static char *json_squeeze(const char *s)
 
 static int64_t utc(int y, int mo, int d, int h, int mi, int s)
 {
-	struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
-			.tm_hour = h, .tm_min = mi, .tm_sec = s};
+	struct tm tm = {.tm_year = y - 1900,
+	                .tm_mon = mo - 1,
+	                .tm_mday = d,
+	                .tm_hour = h,
+	                .tm_min = mi,
+	                .tm_sec = s};
 	return (int64_t)timegm(&tm);
 }
 
@@ -125,8 +129,9 @@ static void on_result(void *ud, const struct p1_result *r)
 		o->valid++;
 	} else {
 		char tmp[160];
-		snprintf(tmp, sizeof(tmp), "{\"valid\":false,\"reason\":\"%s\",\"offset\":%llu,\"line\":%u}",
-			 p1_error_id(r->error), (unsigned long long)r->offset, r->line);
+		snprintf(tmp, sizeof(tmp),
+		         "{\"valid\":false,\"reason\":\"%s\",\"offset\":%llu,\"line\":%u}",
+		         p1_error_id(r->error), (unsigned long long)r->offset, r->line);
 		out_put(o, tmp);
 		o->invalid++;
 	}
@@ -170,7 +175,8 @@ static void test_fixture(void **state)
 		size_t i = 0;
 		while (want[i] && want[i] == got[i])
 			i++;
-		print_message("%s: output differs from %s at character %zu\n", fx->txt, fx->json, i);
+		print_message("%s: output differs from %s at character %zu\n", fx->txt, fx->json,
+		              i);
 		/* cmocka's print_message truncates long lines */
 		fflush(stdout);
 		printf("expected: %s\nactual:   %s\n", want, got);
@@ -223,7 +229,7 @@ static int run_fixtures(void)
 		struct fixture *f = &fx[nt];
 		snprintf(f->txt, sizeof(f->txt), "%s/%s", dir, names[i]);
 		snprintf(f->json, sizeof(f->json), "%s/%.*s.json", dir, (int)strlen(names[i]) - 4,
-			 names[i]);
+		         names[i]);
 		FILE *j = fopen(f->json, "r");
 		if (!j)
 			continue;
@@ -231,14 +237,15 @@ static int run_fixtures(void)
 		for (int k = 0; k < 4; k++)
 			if (names[i][0] == 't' && names[i][1] == '1' + k && names[i][2] == '-')
 				have_t[k] = true;
-		tests[nt] = (struct CMUnitTest){.name = names[i], .test_func = test_fixture,
-						.initial_state = f};
+		tests[nt] = (struct CMUnitTest){
+		        .name = names[i], .test_func = test_fixture, .initial_state = f};
 		nt++;
 	}
 	int r = 0;
 	for (int k = 0; k < 4; k++)
 		if (!have_t[k]) {
-			fprintf(stderr, "test_parse: fixture t%d-*.txt/.json missing in %s\n", k + 1, dir);
+			fprintf(stderr, "test_parse: fixture t%d-*.txt/.json missing in %s\n",
+			        k + 1, dir);
 			r = 1;
 		}
 	r |= _cmocka_run_group_tests("fixtures", tests, nt, NULL, NULL);
@@ -273,8 +280,8 @@ static int teardown(void **state)
 #define L(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 /* "/hdr\r\n\r\n" + lines + "!" [+ CRC], into buf; returns the length. */
-static size_t build(char *buf, size_t cap, const char *hdr, bool blank,
-		    const char *const *lines, bool crc)
+static size_t build(char *buf, size_t cap, const char *hdr, bool blank, const char *const *lines,
+                    bool crc)
 {
 	size_t n = (size_t)snprintf(buf, cap, "/%s\r\n%s", hdr, blank ? "\r\n" : "");
 	for (; *lines; lines++)
@@ -289,7 +296,7 @@ static size_t build(char *buf, size_t cap, const char *hdr, bool blank,
 
 /* Parse a telegram built from lines; crc says whether it carries one. */
 static enum p1_error parse_full(const char *hdr, bool blank, const char *const *lines, bool crc,
-				unsigned *ret_line)
+                                unsigned *ret_line)
 {
 	static char buf[CAP];
 	size_t n = build(buf, sizeof(buf), hdr, blank, lines, crc);
@@ -454,7 +461,8 @@ static void test_worked_t3(void **state)
 	assert_time(F(P1_F_MAX_DEMAND_TIME), utc(2024, 1, 10, 17, 30, 0), 'W');
 	assert_int_equal(F(P1_F_DEMAND_HISTORY)->presence, P1_PRESENT);
 	assert_int_equal(T->n_demand, 2);
-	assert_true(T->demand[0].period_valid && T->demand[0].time_valid && T->demand[0].value_valid);
+	assert_true(T->demand[0].period_valid && T->demand[0].time_valid &&
+	            T->demand[0].value_valid);
 	assert_int_equal(T->demand[0].period.utc, utc(2023, 11, 30, 23, 0, 0));
 	assert_int_equal(T->demand[0].time.utc, utc(2023, 11, 12, 18, 0, 0));
 	assert_int_equal(T->demand[0].value.mant, 3500);
@@ -485,26 +493,29 @@ static void test_fluvius_threshold_sentinels(void **state)
 	static const char *const limiter[] = {"0-0:17.0.0(999.9*kW)", "0-0:17.0.0(99.999*kW)"};
 	static const char *const fuse[] = {"1-0:31.4.0(999*A)", "1-0:31.4.0(999.99*A)"};
 	/* a real Fluvius limit is a value */
-	assert_int_equal(parse_full("FLU5\\253000000_A", true,
-				    L("0-0:96.1.4(50217)", "0-0:17.0.0(006.0*kW)", "1-0:31.4.0(040*A)"),
-				    true, NULL),
-			 P1_OK);
+	assert_int_equal(
+	        parse_full("FLU5\\253000000_A", true,
+	                   L("0-0:96.1.4(50217)", "0-0:17.0.0(006.0*kW)", "1-0:31.4.0(040*A)"),
+	                   true, NULL),
+	        P1_OK);
 	assert_num(F(P1_F_THRESHOLD), 60, 1, "kW");
 	assert_num(F(P1_F_FUSE_L1), 40, 0, "A");
 	/* and 999 A on a DSMR 2.2 meter is a threshold of 999 A (§10.2 T4) */
 	assert_int_equal(parse_full("ISk5\\2MT382-1000", true, L("0-0:17.0.0(999*A)"), false, NULL),
-			 P1_OK);
+	                 P1_OK);
 	assert_num(F(P1_F_THRESHOLD), 999, 0, "A");
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(parse_full("FLU5\\253000000_A", true,
-					    L("0-0:96.1.4(50217)", limiter[i], fuse[i]), true, NULL),
-				 P1_OK);
+		                            L("0-0:96.1.4(50217)", limiter[i], fuse[i]), true,
+		                            NULL),
+		                 P1_OK);
 		assert_int_equal(T->dialect, P1_DIALECT_FLUVIUS);
 		if (F(P1_F_THRESHOLD)->presence != P1_NULL || F(P1_F_FUSE_L1)->presence != P1_NULL)
-			fail_msg("%s / %s: sentinel reported as a value (presence %d, %d), expected "
-				 "\"not active\" (P1_NULL)",
-				 limiter[i], fuse[i], F(P1_F_THRESHOLD)->presence,
-				 F(P1_F_FUSE_L1)->presence);
+			fail_msg(
+			        "%s / %s: sentinel reported as a value (presence %d, %d), expected "
+			        "\"not active\" (P1_NULL)",
+			        limiter[i], fuse[i], F(P1_F_THRESHOLD)->presence,
+			        F(P1_F_FUSE_L1)->presence);
 	}
 }
 
@@ -532,17 +543,17 @@ static void test_worked_t4(void **state)
 static void test_header_blank_line(void **state)
 {
 	(void)state;
-	assert_int_equal(parse_full("XXX5TEST", false, L("1-3:0.2.8(50)", "1-0:1.8.1(000001.000*kWh)"),
-				    true, NULL),
-			 P1_OK);
+	assert_int_equal(parse_full("XXX5TEST", false,
+	                            L("1-3:0.2.8(50)", "1-0:1.8.1(000001.000*kWh)"), true, NULL),
+	                 P1_OK);
 	assert_true(T->warnings & P1_WARN_NO_HEADER_BLANK);
 	assert_num(F(P1_F_E_DEL_T1), 1000, 3, "kWh");
 	parse_ok(L("1-3:0.2.8(50)", "1-0:1.8.1(000001.000*kWh)"));
 	assert_false(T->warnings & P1_WARN_NO_HEADER_BLANK);
 	/* also without CRC (DSMR 2.2 Kamstrup) */
 	assert_int_equal(parse_full("KMP5 ZABF000000000000", false, L("1-0:1.8.1(00001.000*kWh)"),
-				    false, NULL),
-			 P1_OK);
+	                            false, NULL),
+	                 P1_OK);
 	assert_int_equal(T->dialect, P1_DIALECT_DSMR22);
 }
 
@@ -550,7 +561,7 @@ static void test_header_spaces(void **state)
 {
 	(void)state;
 	assert_int_equal(parse_full("Ene5\\T211 ESMR 5.0", true, L("1-3:0.2.8(50)"), true, NULL),
-			 P1_OK);
+	                 P1_OK);
 	assert_int_equal(T->header.len, strlen("Ene5\\T211 ESMR 5.0"));
 	assert_memory_equal(T->header.ptr, "Ene5\\T211 ESMR 5.0", T->header.len);
 	assert_non_null(strstr(json(), "\"header\":\"Ene5\\\\T211 ESMR 5.0\""));
@@ -560,7 +571,7 @@ static void test_obis_suffix_and_typos(void **state)
 {
 	(void)state;
 	parse_ok(L("1-0:1.8.1*255(000010.003*kWh)", "1-0:31.7.0.255(001*A)", "1-0:72:32.0(00003)",
-		   "0-0:96.7. 9(00002)", "0-0:96.1.255*255(1ESY1313002565)"));
+	           "0-0:96.7. 9(00002)", "0-0:96.1.255*255(1ESY1313002565)"));
 	assert_num(F(P1_F_E_DEL_T1), 10003, 3, "kWh");
 	assert_num(F(P1_F_I_L1), 1, 0, "A");
 	assert_num(F(P1_F_SAGS_L3), 3, 0, NULL);
@@ -583,7 +594,7 @@ static void test_empty_values(void **state)
 {
 	(void)state;
 	parse_ok(L("0-0:1.0.0()", "1-0:2.7.0()", "0-0:96.13.0()", "1-0:99.97.0()", "0-1:24.1.0()",
-		   "0-1:96.1.0()"));
+	           "0-1:96.1.0()"));
 	assert_int_equal(F(P1_F_TIMESTAMP)->presence, P1_NULL);
 	assert_int_equal(F(P1_F_P_RET)->presence, P1_NULL);
 	assert_text(F(P1_F_MSG_LONG), "");
@@ -595,10 +606,10 @@ static void test_empty_values(void **state)
 	assert_int_equal(T->warnings & (P1_WARN_BAD_VALUE | P1_WARN_EVENT_COUNT), 0);
 	/* and never an error without CRC either */
 	assert_int_equal(parse_full("ISk5\\2MT382-1000", true,
-				    L("1-0:1.8.1(00001.000*kWh)", "0-0:96.13.1()", "0-0:96.13.0()",
-				      "1-0:2.7.0()"),
-				    false, NULL),
-			 P1_OK);
+	                            L("1-0:1.8.1(00001.000*kWh)", "0-0:96.13.1()", "0-0:96.13.0()",
+	                              "1-0:2.7.0()"),
+	                            false, NULL),
+	                 P1_OK);
 }
 
 static void test_missing_units(void **state)
@@ -626,7 +637,8 @@ static void test_unit_without_star(void **state)
 	(void)state;
 	parse_ok(L("1-0:1.8.1(000123.456kWh)", "1-0:1.7.0(01.234kW)", "1-0:31.7.0(005A)"));
 	if (F(P1_F_E_DEL_T1)->presence != P1_PRESENT)
-		fail_msg("1-0:1.8.1(000123.456kWh) not read (kept as unknown: %u lines)", T->n_unknown);
+		fail_msg("1-0:1.8.1(000123.456kWh) not read (kept as unknown: %u lines)",
+		         T->n_unknown);
 	assert_num(F(P1_F_E_DEL_T1), 123456, 3, "kWh");
 	assert_num(F(P1_F_P_DEL), 1234, 3, "kW");
 	assert_num(F(P1_F_I_L1), 5, 0, "A");
@@ -637,7 +649,7 @@ static void test_wh_and_w(void **state)
 {
 	(void)state;
 	parse_ok(L("1-0:1.8.0(000123456*Wh)", "1-0:1.7.0(000500*W)", "1-0:3.8.0(000001234*varh)",
-		   "1-0:3.7.0(000100*var)", "1-0:1.8.1(000123.456*kWh)", "1-0:2.7.0(01.500*kW)"));
+	           "1-0:3.7.0(000100*var)", "1-0:1.8.1(000123.456*kWh)", "1-0:2.7.0(01.500*kW)"));
 	int64_t v;
 	assert_num(F(P1_F_E_DEL_TOTAL), 123456, 0, "Wh");
 	assert_true(p1_num_milli(&F(P1_F_E_DEL_TOTAL)->num, &v));
@@ -662,7 +674,7 @@ static void test_unit_spellings(void **state)
 {
 	(void)state;
 	parse_ok(L("1-0:3.7.0(00.100*kVar)", "1-0:4.7.0(00.200*Kvar)", "1-0:23.7.0(00.050*KVAR)",
-		   "1-0:3.8.0(000001.000*kVArh)", "1-0:32.7.0(230.0*v)", "1-0:1.7.0(01.000*KW)"));
+	           "1-0:3.8.0(000001.000*kVArh)", "1-0:32.7.0(230.0*v)", "1-0:1.7.0(01.000*KW)"));
 	assert_num(F(P1_F_Q_DEL), 100, 3, "kvar");
 	assert_num(F(P1_F_Q_RET), 200, 3, "kvar");
 	assert_num(F(P1_F_Q_DEL_L1), 50, 3, "kvar");
@@ -675,10 +687,10 @@ static void test_negative_values(void **state)
 {
 	(void)state;
 	assert_int_equal(parse_full("Lux5\\253000000_M", true,
-				    L("1-3:0.2.8(42)", "0-0:42.0.0(4C5558313233)",
-				      "1-1:31.4.0(100*A)(-063*A)", "1-0:31.7.0(-001.2*A)"),
-				    true, NULL),
-			 P1_OK);
+	                            L("1-3:0.2.8(42)", "0-0:42.0.0(4C5558313233)",
+	                              "1-1:31.4.0(100*A)(-063*A)", "1-0:31.7.0(-001.2*A)"),
+	                            true, NULL),
+	                 P1_OK);
 	assert_int_equal(T->dialect, P1_DIALECT_SMARTY);
 	assert_text(F(P1_F_DEVICE_NAME), "LUX123");
 	assert_num(F(P1_F_CUR_THR_IMP), 100, 0, "A");
@@ -699,8 +711,8 @@ static void test_hex_and_plain(void **state)
 {
 	(void)state;
 	parse_ok(L("0-0:96.1.1(1ESY1313002565)", "0-0:96.1.2(303)", "0-0:96.14.0(5431)",
-		   "0-0:96.13.0(48656C6C6F2C20776F726C6421)", "0-0:96.13.1(0A0B)",
-		   "0-0:96.1.4(3231313130)"));
+	           "0-0:96.13.0(48656C6C6F2C20776F726C6421)", "0-0:96.13.1(0A0B)",
+	           "0-0:96.1.4(3231313130)"));
 	assert_text(F(P1_F_EQUIPMENT_ID), "1ESY1313002565"); /* not hex */
 	assert_text(F(P1_F_EAN), "303");                     /* odd length */
 	assert_text(F(P1_F_TARIFF), "T1");                   /* /ESR5 meter */
@@ -716,11 +728,12 @@ static void test_sentinel_timestamps(void **state)
 {
 	(void)state;
 	static const char *const sentinels[] = {
-		"632525252525W", "632525252525S", "000101000001W", "000000000000W",
-		"000000000000S", "000101010000W", "700101010000W",
+	        "632525252525W", "632525252525S", "000101000001W", "000000000000W",
+	        "000000000000S", "000101010000W", "700101010000W",
 	};
 	/* Kaifa unused power failure slot */
-	parse_ok(L("1-0:99.97.0(2)(0-0:96.7.19)(000101000001W)(2147483647*s)(231030031500W)(0000000240*s)"));
+	parse_ok(L("1-0:99.97.0(2)(0-0:96.7.19)(000101000001W)(2147483647*s)(231030031500W)("
+	           "0000000240*s)"));
 	assert_int_equal(T->n_events, 1);
 	assert_int_equal(T->events[0].duration_s, 240);
 	assert_false(T->warnings & P1_WARN_EVENT_COUNT);
@@ -729,11 +742,11 @@ static void test_sentinel_timestamps(void **state)
 	assert_int_equal(T->mbus[0].time.presence, P1_NULL);
 	/* AM550 without gas meter */
 	parse_ok(L("1-3:0.2.8(50)", "0-1:24.1.0(003)", "0-1:96.1.0()",
-		   "0-1:24.2.1(700101010000W)(00000000)"));
+	           "0-1:24.2.1(700101010000W)(00000000)"));
 	assert_int_equal(F(P1_F_GAS)->presence, P1_NULL);
 	if (T->mbus[0].time.presence != P1_NULL)
 		fail_msg("AM550 gas capture time 700101010000W read as a time (utc %lld)",
-			 (long long)T->mbus[0].time.time.utc);
+		         (long long)T->mbus[0].time.time.utc);
 	/* every sentinel as the telegram time, 700101010000W last */
 	for (size_t i = 0; i < sizeof(sentinels) / sizeof(sentinels[0]); i++) {
 		char line[64];
@@ -741,8 +754,8 @@ static void test_sentinel_timestamps(void **state)
 		parse_ok(L("1-3:0.2.8(50)", line));
 		if (F(P1_F_TIMESTAMP)->presence != P1_NULL)
 			fail_msg("%s read as a time (presence %d, utc %lld), expected no timestamp",
-				 sentinels[i], F(P1_F_TIMESTAMP)->presence,
-				 (long long)F(P1_F_TIMESTAMP)->time.utc);
+			         sentinels[i], F(P1_F_TIMESTAMP)->presence,
+			         (long long)F(P1_F_TIMESTAMP)->time.utc);
 		assert_int_equal(T->warnings & P1_WARN_BAD_VALUE, 0);
 	}
 }
@@ -751,7 +764,8 @@ static void test_time_flags(void **state)
 {
 	(void)state;
 	/* lower-case flags */
-	parse_ok(L("0-0:1.0.0(240102030405w)", "0-1:24.1.0(3)", "0-1:24.2.1(240601120000s)(00001.000*m3)"));
+	parse_ok(L("0-0:1.0.0(240102030405w)", "0-1:24.1.0(3)",
+	           "0-1:24.2.1(240601120000s)(00001.000*m3)"));
 	assert_time(F(P1_F_TIMESTAMP), utc(2024, 1, 2, 2, 4, 5), 'W');
 	assert_time(F(P1_F_GAS_TIME), utc(2024, 6, 1, 10, 0, 0), 'S');
 	/* DST: the flag decides the repeated autumn hour */
@@ -764,9 +778,9 @@ static void test_time_flags(void **state)
 	assert_time(F(P1_F_TIMESTAMP), utc(2024, 1, 2, 2, 4, 5), 0);
 	/* the /ESR5 meter's DLMS date-time */
 	assert_int_equal(parse_full("ESR5\\TEST", true,
-				    L("1-3:0.2.8(50)", "0-0:1.0.0(07E8061C050A2B2B00FF8880)"), true,
-				    NULL),
-			 P1_OK);
+	                            L("1-3:0.2.8(50)", "0-0:1.0.0(07E8061C050A2B2B00FF8880)"), true,
+	                            NULL),
+	                 P1_OK);
 	assert_time(F(P1_F_TIMESTAMP), utc(2024, 6, 28, 8, 43, 43), 'S');
 	assert_int_equal(F(P1_F_TIMESTAMP)->time.offset_s, 7200);
 }
@@ -775,22 +789,24 @@ static void test_ambiguous_time(void **state)
 {
 	(void)state;
 	unsigned line;
-	assert_int_equal(parse_full("ISk5\\2MT382-1000", true,
-				    L("1-0:1.8.1(00001.000*kWh)", "0-1:24.1.0(3)",
-				      "0-1:24.3.0(231029023000)(00)(60)(1)(0-1:24.2.1)(m3)", "(00001.011)"),
-				    false, &line),
-			 P1_OK);
+	assert_int_equal(
+	        parse_full("ISk5\\2MT382-1000", true,
+	                   L("1-0:1.8.1(00001.000*kWh)", "0-1:24.1.0(3)",
+	                     "0-1:24.3.0(231029023000)(00)(60)(1)(0-1:24.2.1)(m3)", "(00001.011)"),
+	                   false, &line),
+	        P1_OK);
 	assert_true(T->warnings & P1_WARN_AMBIGUOUS_TIME);
 	assert_true(F(P1_F_GAS_TIME)->time.ambiguous);
 	assert_int_equal(F(P1_F_GAS_TIME)->time.flag, 0);
 	/* the policy of p1/time.h: summer time in the repeated hour */
 	assert_int_equal(F(P1_F_GAS_TIME)->time.utc, utc(2023, 10, 29, 0, 30, 0));
 	/* an hour later it is not ambiguous */
-	assert_int_equal(parse_full("ISk5\\2MT382-1000", true,
-				    L("1-0:1.8.1(00001.000*kWh)", "0-1:24.1.0(3)",
-				      "0-1:24.3.0(231029033000)(00)(60)(1)(0-1:24.2.1)(m3)", "(00001.011)"),
-				    false, &line),
-			 P1_OK);
+	assert_int_equal(
+	        parse_full("ISk5\\2MT382-1000", true,
+	                   L("1-0:1.8.1(00001.000*kWh)", "0-1:24.1.0(3)",
+	                     "0-1:24.3.0(231029033000)(00)(60)(1)(0-1:24.2.1)(m3)", "(00001.011)"),
+	                   false, &line),
+	        P1_OK);
 	assert_false(T->warnings & P1_WARN_AMBIGUOUS_TIME);
 	assert_int_equal(F(P1_F_GAS_TIME)->time.utc, utc(2023, 10, 29, 2, 30, 0));
 }
@@ -815,15 +831,16 @@ static void test_power_failure_log(void **state)
 	assert_true(T->warnings & P1_WARN_UNIT_ASSUMED);
 	assert_false(T->warnings & P1_WARN_EVENT_COUNT);
 	/* count not matching the pairs: the pairs are trusted */
-	parse_ok(L("1-0:99.97.0(3)(0-0:96.7.19)(231030031500W)(0000000240*s)(240215101010W)(0000004321*s)"));
+	parse_ok(L("1-0:99.97.0(3)(0-0:96.7.19)(231030031500W)(0000000240*s)(240215101010W)("
+	           "0000004321*s)"));
 	assert_int_equal(T->n_events, 2);
 	assert_true(T->warnings & P1_WARN_EVENT_COUNT);
 	/* ten entries, the 4.0.4 example's 1-0:96.7.19 */
 	char line[1024];
 	size_t n = (size_t)snprintf(line, sizeof(line), "1-0:99.97.0(10)(1-0:96.7.19)");
 	for (int i = 0; i < 10; i++)
-		n += (size_t)snprintf(line + n, sizeof(line) - n, "(2401%02d101010W)(%010d*s)", i + 1,
-				      i + 1);
+		n += (size_t)snprintf(line + n, sizeof(line) - n, "(2401%02d101010W)(%010d*s)",
+		                      i + 1, i + 1);
 	parse_ok(L(line));
 	assert_int_equal(T->n_events, 10);
 	for (int i = 0; i < 10; i++) {
@@ -833,7 +850,7 @@ static void test_power_failure_log(void **state)
 	assert_false(T->warnings & P1_WARN_EVENT_COUNT);
 	/* newest first (Kaifa) comes out oldest first */
 	parse_ok(L("1-0:99.97.0(3)(0-0:96.7.19)(240615120000S)(0000000030*s)(240215101010W)"
-		   "(0000004321*s)(231030031500W)(0000000240*s)"));
+	           "(0000004321*s)(231030031500W)(0000000240*s)"));
 	assert_int_equal(T->n_events, 3);
 	assert_int_equal(T->events[0].end.utc, utc(2023, 10, 30, 2, 15, 0));
 	assert_int_equal(T->events[0].duration_s, 240);
@@ -851,19 +868,21 @@ static void test_demand_history(void **state)
 	(void)state;
 	const char *hdr = "FLU5\\253000000_A";
 	/* empty history with its trailing empty group */
-	assert_int_equal(parse_full(hdr, true, L("0-0:96.1.4(50217)", "0-0:98.1.0(0)(1-0:1.6.0)(1-0:1.6.0)()"),
-				    true, NULL),
-			 P1_OK);
+	assert_int_equal(parse_full(hdr, true,
+	                            L("0-0:96.1.4(50217)", "0-0:98.1.0(0)(1-0:1.6.0)(1-0:1.6.0)()"),
+	                            true, NULL),
+	                 P1_OK);
 	assert_int_equal(F(P1_F_DEMAND_HISTORY)->presence, P1_PRESENT);
 	assert_int_equal(T->n_demand, 0);
 	assert_false(T->warnings & P1_WARN_BAD_VALUE);
 	/* a month without data */
-	assert_int_equal(parse_full(hdr, true,
-				    L("0-0:96.1.4(50217)",
-				      "0-0:98.1.0(2)(1-0:1.6.0)(1-0:1.6.0)(230201000000W)(632525252525W)"
-				      "(00.000*kW)(230301000000W)(230214190000W)(02.500*kW)"),
-				    true, NULL),
-			 P1_OK);
+	assert_int_equal(
+	        parse_full(hdr, true,
+	                   L("0-0:96.1.4(50217)",
+	                     "0-0:98.1.0(2)(1-0:1.6.0)(1-0:1.6.0)(230201000000W)(632525252525W)"
+	                     "(00.000*kW)(230301000000W)(230214190000W)(02.500*kW)"),
+	                   true, NULL),
+	        P1_OK);
 	assert_int_equal(T->n_demand, 2);
 	assert_true(T->demand[0].period_valid);
 	assert_false(T->demand[0].time_valid);
@@ -876,24 +895,28 @@ static void test_demand_history(void **state)
 	char line[2048];
 	size_t n = (size_t)snprintf(line, sizeof(line), "0-0:98.1.0(13)(1-0:1.6.0)(1-0:1.6.0)");
 	for (int i = 0; i < 13; i++) {
-		int py = 23 + (i + 1) / 12, pm = (i + 1) % 12 + 1, ty = 23 + i / 12, tm = i % 12 + 1;
+		int py = 23 + (i + 1) / 12, pm = (i + 1) % 12 + 1, ty = 23 + i / 12,
+		    tm = i % 12 + 1;
 		n += (size_t)snprintf(line + n, sizeof(line) - n,
-				      "(%02d%02d01000000W)(%02d%02d15180000W)(%02d.%03d*kW)", py, pm, ty,
-				      tm, i + 1, i * 7);
+		                      "(%02d%02d01000000W)(%02d%02d15180000W)(%02d.%03d*kW)", py,
+		                      pm, ty, tm, i + 1, i * 7);
 	}
 	assert_int_equal(parse_full(hdr, true, L("0-0:96.1.4(50217)", line), true, NULL), P1_OK);
 	assert_int_equal(T->n_demand, 13);
 	for (int i = 0; i < 13; i++) {
 		assert_true(T->demand[i].value_valid);
 		assert_int_equal(T->demand[i].value.mant, (i + 1) * 1000 + i * 7);
-		assert_int_equal(T->demand[i].time.utc, utc(2023 + i / 12, i % 12 + 1, 15, 17, 0, 0));
+		assert_int_equal(T->demand[i].time.utc,
+		                 utc(2023 + i / 12, i % 12 + 1, 15, 17, 0, 0));
 	}
 	/* the Hungarian billing snapshot is another layout: kept as unknown */
-	assert_int_equal(parse_full("SAG5SAG-METER", true,
-				    L("0-0:42.0.0(5341473130)",
-				      "0-0:98.1.0(230701000000S)(000040.777*kWh)(000008.950*kWh)(03.564*kW)"),
-				    true, NULL),
-			 P1_OK);
+	assert_int_equal(
+	        parse_full(
+	                "SAG5SAG-METER", true,
+	                L("0-0:42.0.0(5341473130)",
+	                  "0-0:98.1.0(230701000000S)(000040.777*kWh)(000008.950*kWh)(03.564*kW)"),
+	                true, NULL),
+	        P1_OK);
 	assert_int_equal(T->dialect, P1_DIALECT_HUNGARY);
 	assert_int_equal(F(P1_F_DEMAND_HISTORY)->presence, P1_ABSENT);
 	assert_int_equal(T->n_demand, 0);
@@ -906,11 +929,11 @@ static void test_iskra_ie_max_demand(void **state)
 {
 	(void)state;
 	static const char *const lines[] = {"1-0:1.6.0(08.796*kW)(260102010000)",
-					    "1-0:1.6.0(260102010000)(08.796*kW)"};
+	                                    "1-0:1.6.0(260102010000)(08.796*kW)"};
 	for (int i = 0; i < 2; i++) {
-		assert_int_equal(parse_full("ISk5\\2MIE5T-200", true, L("0-0:96.1.4(50217)", lines[i]),
-					    true, NULL),
-				 P1_OK);
+		assert_int_equal(parse_full("ISk5\\2MIE5T-200", true,
+		                            L("0-0:96.1.4(50217)", lines[i]), true, NULL),
+		                 P1_OK);
 		assert_num(F(P1_F_MAX_DEMAND), 8796, 3, "kW");
 		assert_time(F(P1_F_MAX_DEMAND_TIME), utc(2026, 1, 2, 0, 0, 0), 0);
 		assert_false(T->warnings & P1_WARN_BAD_VALUE);
@@ -922,9 +945,9 @@ static void test_mbus_channels(void **state)
 	(void)state;
 	/* types 7/3/4/2 on channels 1-4, lines in no particular order, gas on channel 2 */
 	parse_ok(L("0-4:24.2.1(240101120000W)(000012.345*kWh)", "0-4:24.1.0(002)",
-		   "0-2:24.2.1(240101115500W)(01234.567*m3)", "0-2:96.1.0(3232323232)", "0-2:24.1.0(003)",
-		   "0-1:24.1.0(007)", "0-1:24.2.1(240101115000W)(00321.123*m3)",
-		   "0-3:24.2.1(240101110000W)(00012.34*GJ)", "0-3:24.1.0(004)"));
+	           "0-2:24.2.1(240101115500W)(01234.567*m3)", "0-2:96.1.0(3232323232)",
+	           "0-2:24.1.0(003)", "0-1:24.1.0(007)", "0-1:24.2.1(240101115000W)(00321.123*m3)",
+	           "0-3:24.2.1(240101110000W)(00012.34*GJ)", "0-3:24.1.0(004)"));
 	assert_int_equal(T->mbus[0].device_type, 7);
 	assert_int_equal(T->mbus[1].device_type, 3);
 	assert_int_equal(T->mbus[2].device_type, 4);
@@ -938,13 +961,14 @@ static void test_mbus_channels(void **state)
 	assert_num(F(P1_F_SLAVE_TYPE), 2, 0, NULL);
 
 	/* Belgium: gas on 24.2.3, water on 24.2.1, id on 96.1.1, valve and relay */
-	assert_int_equal(parse_full("FLU5\\253000000_A", true,
-				    L("0-0:96.1.4(50217)", "0-1:24.1.0(007)", "0-1:96.1.1(3737373737)",
-				      "0-1:24.2.1(240115082500W)(00321.123*m3)", "0-2:24.1.0(003)",
-				      "0-2:96.1.1(3333333333)", "0-2:24.4.0(1)", "0-2:96.3.10(0)",
-				      "0-2:24.2.3(240115082500W)(01234.567*m3)", "0-0:96.1.1(3131)"),
-				    true, NULL),
-			 P1_OK);
+	assert_int_equal(
+	        parse_full("FLU5\\253000000_A", true,
+	                   L("0-0:96.1.4(50217)", "0-1:24.1.0(007)", "0-1:96.1.1(3737373737)",
+	                     "0-1:24.2.1(240115082500W)(00321.123*m3)", "0-2:24.1.0(003)",
+	                     "0-2:96.1.1(3333333333)", "0-2:24.4.0(1)", "0-2:96.3.10(0)",
+	                     "0-2:24.2.3(240115082500W)(01234.567*m3)", "0-0:96.1.1(3131)"),
+	                   true, NULL),
+	        P1_OK);
 	assert_num(F(P1_F_GAS), 1234567, 3, "m3");
 	assert_int_equal(T->mbus[1].value_obis_e, 3);
 	assert_text(F(P1_F_GAS_ID), "33333");
@@ -957,8 +981,8 @@ static void test_mbus_channels(void **state)
 
 	/* device types with and without leading zeros */
 	parse_ok(L("0-1:24.1.0(3)", "0-1:24.2.1(240101115500W)(00001.001*m3)", "0-2:24.1.0(07)",
-		   "0-2:24.2.1(240101115500W)(00002.002*m3)", "0-3:24.1.0(004)",
-		   "0-3:24.2.1(240101115500W)(240.860*GJ)"));
+	           "0-2:24.2.1(240101115500W)(00002.002*m3)", "0-3:24.1.0(004)",
+	           "0-3:24.2.1(240101115500W)(240.860*GJ)"));
 	assert_int_equal(T->mbus[0].device_type, 3);
 	assert_int_equal(T->mbus[1].device_type, 7);
 	assert_int_equal(T->mbus[2].device_type, 4);
@@ -969,7 +993,7 @@ static void test_mbus_channels(void **state)
 	assert_int_equal(F(P1_F_GAS)->presence, P1_NULL);
 	assert_int_equal(T->mbus[0].time.presence, P1_ABSENT);
 	parse_ok(L("0-1:24.1.0(003)", "0-1:24.2.1(240101115500W)(00000000.0000)", "0-2:24.1.0(007)",
-		   "0-2:24.2.1(240101115500W)(00000.000*m3)"));
+	           "0-2:24.2.1(240101115500W)(00000.000*m3)"));
 	assert_int_equal(F(P1_F_GAS)->presence, P1_NULL);
 	assert_num(F(P1_F_WATER), 0, 3, "m3"); /* zero with a unit is a reading */
 	assert_false(T->warnings & P1_WARN_BAD_VALUE);
@@ -981,11 +1005,12 @@ static void test_mbus_empty_gas_channel_first(void **state)
 {
 	(void)state;
 	parse_ok(L("0-1:24.1.0(003)", "0-1:96.1.0()", "0-1:24.2.1(632525252525W)(00000000)",
-		   "0-2:24.1.0(003)", "0-2:96.1.0(3232323232)", "0-2:24.2.1(240102030000W)(00246.138*m3)"));
+	           "0-2:24.1.0(003)", "0-2:96.1.0(3232323232)",
+	           "0-2:24.2.1(240102030000W)(00246.138*m3)"));
 	assert_num(&T->mbus[1].value, 246138, 3, "m3");
 	if (F(P1_F_GAS)->presence != P1_PRESENT)
 		fail_msg("gas_delivered is %s although channel 2 has a reading",
-			 F(P1_F_GAS)->presence == P1_NULL ? "null" : "absent");
+		         F(P1_F_GAS)->presence == P1_NULL ? "null" : "absent");
 	assert_num(F(P1_F_GAS), 246138, 3, "m3");
 	assert_text(F(P1_F_GAS_ID), "22222");
 	assert_time(F(P1_F_GAS_TIME), utc(2024, 1, 2, 2, 0, 0), 'W');
@@ -994,8 +1019,9 @@ static void test_mbus_empty_gas_channel_first(void **state)
 static void test_duplicates(void **state)
 {
 	(void)state;
-	parse_ok(L("0-0:1.0.0(240102030405W)", "1-0:1.8.1(000001.000*kWh)", "0-0:1.0.0(240102030406W)",
-		   "1-0:1.8.1(000002.000*kWh)", "0-1:24.1.0(003)", "0-1:24.1.0(007)"));
+	parse_ok(L("0-0:1.0.0(240102030405W)", "1-0:1.8.1(000001.000*kWh)",
+	           "0-0:1.0.0(240102030406W)", "1-0:1.8.1(000002.000*kWh)", "0-1:24.1.0(003)",
+	           "0-1:24.1.0(007)"));
 	assert_true(T->warnings & P1_WARN_DUPLICATE);
 	assert_num(F(P1_F_E_DEL_T1), 1000, 3, "kWh");
 	assert_time(F(P1_F_TIMESTAMP), utc(2024, 1, 2, 2, 4, 5), 'W');
@@ -1006,16 +1032,17 @@ static void test_duplicates(void **state)
 	/* without CRC a duplicate rejects the telegram, naming the line */
 	unsigned line = 0;
 	assert_int_equal(parse_full("ISk5\\2MT382-1000", true,
-				    L("1-0:1.8.1(00001.000*kWh)", "0-0:96.14.0(0001)",
-				      "1-0:1.8.1(00002.000*kWh)"),
-				    false, &line),
-			 P1_ERR_SYNTAX);
+	                            L("1-0:1.8.1(00001.000*kWh)", "0-0:96.14.0(0001)",
+	                              "1-0:1.8.1(00002.000*kWh)"),
+	                            false, &line),
+	                 P1_ERR_SYNTAX);
 	assert_int_equal(line, 5);
 	line = 0;
-	assert_int_equal(parse_full("ISk5\\2MT382-1000", false,
-				    L("0-1:96.1.0(3232)", "1-0:1.8.1(00001.000*kWh)", "0-1:96.1.0(3232)"),
-				    false, &line),
-			 P1_ERR_SYNTAX);
+	assert_int_equal(
+	        parse_full("ISk5\\2MT382-1000", false,
+	                   L("0-1:96.1.0(3232)", "1-0:1.8.1(00001.000*kWh)", "0-1:96.1.0(3232)"),
+	                   false, &line),
+	        P1_ERR_SYNTAX);
 	assert_int_equal(line, 4);
 }
 
@@ -1023,7 +1050,7 @@ static void test_unknown_lines(void **state)
 {
 	(void)state;
 	parse_ok(L("1-0:15.8.0(000800.817*kWh)", "7-0:23.1.0(01238.740*m3)(19-01-01 00:00:00)",
-		   "0-0:96.50.1(ABC)", "7-0:23.1.0(01238.770*m3)(19-01-01 01:00:00)"));
+	           "0-0:96.50.1(ABC)", "7-0:23.1.0(01238.770*m3)(19-01-01 01:00:00)"));
 	assert_int_equal(T->n_unknown, 4);
 	assert_string_equal(T->unknown[0].obis, "1-0:15.8.0");
 	assert_int_equal(T->unknown[0].raw.len, strlen("(000800.817*kWh)"));
@@ -1031,13 +1058,14 @@ static void test_unknown_lines(void **state)
 	assert_string_equal(T->unknown[1].obis, "7-0:23.1.0");
 	assert_int_equal(T->warnings, 0); /* unknown is normal, not a warning */
 	const char *j = json();
-	assert_non_null(strstr(j, "\"unknown\":{\"1-0:15.8.0\":\"(000800.817*kWh)\",\"7-0:23.1.0\":"
-				  "[\"(01238.740*m3)(19-01-01 00:00:00)\",\"(01238.770*m3)(19-01-01 "
-				  "01:00:00)\"],\"0-0:96.50.1\":\"(ABC)\"}"));
+	assert_non_null(strstr(j,
+	                       "\"unknown\":{\"1-0:15.8.0\":\"(000800.817*kWh)\",\"7-0:23.1.0\":"
+	                       "[\"(01238.740*m3)(19-01-01 00:00:00)\",\"(01238.770*m3)(19-01-01 "
+	                       "01:00:00)\"],\"0-0:96.50.1\":\"(ABC)\"}"));
 	/* also without CRC: an unknown line is not an error */
 	assert_int_equal(parse_full("ISk5\\2MT382-1000", true,
-				    L("1-0:1.8.1(00001.000*kWh)", "0-0:96.50.1(ABC)"), false, NULL),
-			 P1_OK);
+	                            L("1-0:1.8.1(00001.000*kWh)", "0-0:96.50.1(ABC)"), false, NULL),
+	                 P1_OK);
 }
 
 static void test_slash_in_text(void **state)
@@ -1045,9 +1073,9 @@ static void test_slash_in_text(void **state)
 	(void)state;
 	/* through the decoder: the framer must not restart on a '/' inside a line */
 	static char buf[4096];
-	size_t n = build(buf, sizeof(buf), "XXX5SLASH", true,
-			 L("1-3:0.2.8(50)", "0-0:96.13.0(test-/-test)", "1-0:1.8.1(000010.007*kWh)"),
-			 true);
+	size_t n = build(
+	        buf, sizeof(buf), "XXX5SLASH", true,
+	        L("1-3:0.2.8(50)", "0-0:96.13.0(test-/-test)", "1-0:1.8.1(000010.007*kWh)"), true);
 	struct out o;
 	decode(buf, n, &o);
 	assert_int_equal(o.valid, 1);
@@ -1055,7 +1083,7 @@ static void test_slash_in_text(void **state)
 	assert_non_null(strstr(o.s, "\"message_long\":\"test-/-test\""));
 	free(o.s);
 	n = build(buf, sizeof(buf), "ISk5\\2MT382-1003", true,
-		  L("1-0:1.8.1(00010.008*kWh)", "0-0:96.13.0(test-/-test)"), false);
+	          L("1-0:1.8.1(00010.008*kWh)", "0-0:96.13.0(test-/-test)"), false);
 	decode(buf, n, &o);
 	assert_int_equal(o.valid, 1);
 	assert_int_equal(o.invalid, 0);
@@ -1068,29 +1096,31 @@ static void test_dsmr22_gas(void **state)
 	(void)state;
 	/* value on the next line */
 	assert_int_equal(parse_full("KMP5 ZABF000000000000", false,
-				    L("1-0:1.8.1(00010.009*kWh)", "0-1:24.1.0(03)",
-				      "0-1:24.3.0(240715120000)(08)(60)(1)(0-1:24.2.1)(m3)", "(00456.789)",
-				      "0-1:24.4.0(1)"),
-				    false, NULL),
-			 P1_OK);
+	                            L("1-0:1.8.1(00010.009*kWh)", "0-1:24.1.0(03)",
+	                              "0-1:24.3.0(240715120000)(08)(60)(1)(0-1:24.2.1)(m3)",
+	                              "(00456.789)", "0-1:24.4.0(1)"),
+	                            false, NULL),
+	                 P1_OK);
 	assert_num(F(P1_F_GAS), 456789, 3, "m3");
 	assert_time(F(P1_F_GAS_TIME), utc(2024, 7, 15, 10, 0, 0), 0);
 	assert_num(F(P1_F_GAS_VALVE), 1, 0, NULL);
 	assert_int_equal(T->mbus[0].value_obis_d, 3);
 	/* on the same line */
-	assert_int_equal(parse_full("ISk5\\2MT382-1000", true,
-				    L("1-0:1.8.1(00010.010*kWh)", "0-1:24.1.0(3)",
-				      "0-1:24.3.0(240115120000)(00)(60)(1)(0-1:24.2.1)(m3)(00789.012)"),
-				    false, NULL),
-			 P1_OK);
+	assert_int_equal(
+	        parse_full("ISk5\\2MT382-1000", true,
+	                   L("1-0:1.8.1(00010.010*kWh)", "0-1:24.1.0(3)",
+	                     "0-1:24.3.0(240115120000)(00)(60)(1)(0-1:24.2.1)(m3)(00789.012)"),
+	                   false, NULL),
+	        P1_OK);
 	assert_num(F(P1_F_GAS), 789012, 3, "m3");
 	assert_time(F(P1_F_GAS_TIME), utc(2024, 1, 15, 11, 0, 0), 0);
 	/* heat in GJ through the same profile */
-	assert_int_equal(parse_full("ISk5\\2MT382-1000", true,
-				    L("1-0:1.8.1(00010.010*kWh)", "0-1:24.1.0(4)",
-				      "0-1:24.3.0(240115120000)(00)(60)(1)(0-1:24.2.1)(GJ)", "(0012.34)"),
-				    false, NULL),
-			 P1_OK);
+	assert_int_equal(
+	        parse_full("ISk5\\2MT382-1000", true,
+	                   L("1-0:1.8.1(00010.010*kWh)", "0-1:24.1.0(4)",
+	                     "0-1:24.3.0(240115120000)(00)(60)(1)(0-1:24.2.1)(GJ)", "(0012.34)"),
+	                   false, NULL),
+	        P1_OK);
 	assert_num(F(P1_F_THERMAL), 1234, 2, "GJ");
 }
 
@@ -1100,10 +1130,10 @@ static void test_strict_without_crc(void **state)
 	unsigned line = 0;
 	/* a printf template left in a simulator (corpus malformed/dsmrd-1) */
 	assert_int_equal(parse_full("KMP5 KA6U000000000000", true,
-				    L("0-0:96.1.1(00000000000000)", "1-0:1.8.1(%f*kWh)",
-				      "1-0:1.8.2(00010.012*kWh)"),
-				    false, &line),
-			 P1_ERR_SYNTAX);
+	                            L("0-0:96.1.1(00000000000000)", "1-0:1.8.1(%f*kWh)",
+	                              "1-0:1.8.2(00010.012*kWh)"),
+	                            false, &line),
+	                 P1_ERR_SYNTAX);
 	assert_int_equal(line, 4);
 	/* the same line in a telegram with CRC is kept as unknown and flagged */
 	parse_ok(L("1-3:0.2.8(50)", "1-0:1.8.1(%f*kWh)", "1-0:1.8.2(000010.012*kWh)"));
@@ -1114,23 +1144,25 @@ static void test_strict_without_crc(void **state)
 	assert_num(F(P1_F_E_DEL_T2), 10012, 3, "kWh");
 	/* a line that is not OBIS at all, without CRC */
 	line = 0;
-	assert_int_equal(parse_full("ISk5\\2MT382-1000", true,
-				    L("1-0:1.8.1(00001.000*kWh)", "garbage here", "0-0:96.14.0(0001)"),
-				    false, &line),
-			 P1_ERR_SYNTAX);
+	assert_int_equal(
+	        parse_full("ISk5\\2MT382-1000", true,
+	                   L("1-0:1.8.1(00001.000*kWh)", "garbage here", "0-0:96.14.0(0001)"),
+	                   false, &line),
+	        P1_ERR_SYNTAX);
 	assert_int_equal(line, 4);
 	/* no data lines at all */
 	assert_int_equal(parse_full("ISk5\\2MT382-1000", true, L("", ""), false, &line),
-			 P1_ERR_SYNTAX);
+	                 P1_ERR_SYNTAX);
 	/* through the decoder: rejected with the line, offset of the frame */
 	static char buf[1024];
 	memcpy(buf, "\r\n\r\n", 4);
 	size_t n = 4 + build(buf + 4, sizeof(buf) - 4, "KMP5 KA6U000000000000", true,
-			     L("0-0:96.1.1(00000000000000)", "1-0:1.8.1(%f*kWh)"), false);
+	                     L("0-0:96.1.1(00000000000000)", "1-0:1.8.1(%f*kWh)"), false);
 	struct out o;
 	decode(buf, n, &o);
 	assert_int_equal(o.valid, 0);
-	assert_string_equal(o.s, "{\"valid\":false,\"reason\":\"syntax\",\"offset\":4,\"line\":4}\n");
+	assert_string_equal(o.s,
+	                    "{\"valid\":false,\"reason\":\"syntax\",\"offset\":4,\"line\":4}\n");
 	free(o.s);
 }
 
@@ -1140,12 +1172,34 @@ static void test_text_over_two_lines(void **state)
 {
 	(void)state;
 	parse_ok(L("1-3:0.2.8(40)", "0-0:96.13.0(48656C6C6F2C20", "776F726C6421)",
-		   "1-0:1.8.1(000010.013*kWh)"));
+	           "1-0:1.8.1(000010.013*kWh)"));
 	if (F(P1_F_MSG_LONG)->presence != P1_PRESENT)
 		fail_msg("0-0:96.13.0 over two lines not read (%u unknown lines)", T->n_unknown);
 	assert_text(F(P1_F_MSG_LONG), "Hello, world!");
 	assert_int_equal(T->n_unknown, 0);
 	assert_num(F(P1_F_E_DEL_T1), 10013, 3, "kWh");
+}
+
+/* Joining wrapped values must not swallow the next data line: a line that lost its ')' is
+ * not the first half of a wrapped value when the next line starts with an OBIS code. Without
+ * CRC such a line makes the telegram invalid (every line must read); with CRC the next line
+ * is still decoded and no unit made of the next line's text appears. */
+static void test_unclosed_group_not_joined(void **state)
+{
+	(void)state;
+	unsigned line = 0;
+	enum p1_error e = parse_full(
+	        "ISk5\\2MT382-1000", true,
+	        L("1-0:1.8.1(00123.456*kWh", "1-0:1.8.2(00234.567*kWh)", "0-0:96.14.0(0001)"),
+	        false, &line);
+	if (e != P1_ERR_SYNTAX)
+		fail_msg("telegram without CRC with an unclosed group accepted: %s", json());
+	assert_int_equal(line, 3);
+
+	parse_ok(L("1-3:0.2.8(50)", "1-0:1.8.1(000123.456*kWh", "1-0:1.8.2(000234.567*kWh)"));
+	assert_num(F(P1_F_E_DEL_T2), 234567, 3, "kWh");
+	if (F(P1_F_E_DEL_T1)->presence == P1_PRESENT && F(P1_F_E_DEL_T1)->num.unit)
+		assert_string_equal(F(P1_F_E_DEL_T1)->num.unit, "kWh");
 }
 
 /* One bit error turning the first character of a line into '!' (0x31 -> 0x21) must not make a
@@ -1158,19 +1212,19 @@ static void test_bit_error_bang_not_accepted(void **state)
 	struct out o;
 	/* a DSMR 5 telegram whose first line (the version line) is hit: the frame left has no
 	 * data line, which the parser rejects */
-	size_t n = build(buf, sizeof(buf), "XXX5TEST", true,
-			 L("1-3:0.2.8(50)", "0-0:1.0.0(240101120000W)", "1-0:1.8.1(000123.456*kWh)"),
-			 true);
+	size_t n = build(
+	        buf, sizeof(buf), "XXX5TEST", true,
+	        L("1-3:0.2.8(50)", "0-0:1.0.0(240101120000W)", "1-0:1.8.1(000123.456*kWh)"), true);
 	buf[strstr(buf, "1-3:0.2.8") - buf] ^= 0x10;
 	decode(buf, n, &o);
 	assert_int_equal(o.valid, 0);
 	free(o.s);
 	/* a Swedish telegram: CRC, no version line */
 	n = build(buf, sizeof(buf), "ELL5\\253833635_A", true,
-			 L("0-0:1.0.0(240101120000W)", "1-0:1.8.0(00001234.567*kWh)",
-			   "1-0:2.8.0(00000012.345*kWh)", "1-0:1.7.0(0001.234*kW)",
-			   "1-0:2.7.0(0000.000*kW)"),
-			 true);
+	          L("0-0:1.0.0(240101120000W)", "1-0:1.8.0(00001234.567*kWh)",
+	            "1-0:2.8.0(00000012.345*kWh)", "1-0:1.7.0(0001.234*kW)",
+	            "1-0:2.7.0(0000.000*kW)"),
+	          true);
 	decode(buf, n, &o);
 	assert_int_equal(o.valid, 1);
 	assert_non_null(strstr(o.s, "\"dialect\":\"sweden\""));
@@ -1192,25 +1246,30 @@ static void test_dialects(void **state)
 		bool crc;
 		enum p1_dialect want;
 	} cases[] = {
-		{"ISk5\\2MT382-1000", L("1-0:1.8.1(00001.000*kWh)"), false, P1_DIALECT_DSMR22},
-		{"KFM5KAIFA-METER", L("1-3:0.2.8(42)", "1-0:1.8.1(000001.000*kWh)"), true, P1_DIALECT_DSMR4},
-		{"XMX5LGBBFG10", L("1-3:0.2.8(40)"), true, P1_DIALECT_DSMR4},
-		{"ISK5\\2M550T-1012", L("1-3:0.2.8(50)"), true, P1_DIALECT_DSMR5},
-		{"FLU5\\253769484_A", L("0-0:96.1.4(50217)"), true, P1_DIALECT_FLUVIUS},
-		{"Lux5\\253663629_D", L("1-3:0.2.8(42)", "0-0:42.0.0(5341473130)"), true, P1_DIALECT_SMARTY},
-		{"SAG5SAG-METER", L("0-0:42.0.0(5341473130)", "1-0:1.8.0(000001.000*kWh)"), true,
-		 P1_DIALECT_HUNGARY},
-		{"ESY5Q3DB1024 V3.04", L("1-0:1.8.0*255(00000001.0000000*kWh)"), false, P1_DIALECT_EASYMETER},
-		{"ACE5ACE4KGPRS", L("1-0:1.8.0*255(00001.000*kWh)"), false, P1_DIALECT_ACE4000},
-		{"ELL5\\253833635_A", L("1-0:1.8.0(00001234.567*kWh)", "1-0:2.8.0(00000012.345*kWh)"), true,
-		 P1_DIALECT_SWEDEN},
-		{"ABC5XYZ", L("1-0:1.8.1(000001.000*kWh)"), true, P1_DIALECT_GENERIC},
+	        {"ISk5\\2MT382-1000", L("1-0:1.8.1(00001.000*kWh)"), false, P1_DIALECT_DSMR22},
+	        {"KFM5KAIFA-METER", L("1-3:0.2.8(42)", "1-0:1.8.1(000001.000*kWh)"), true,
+	         P1_DIALECT_DSMR4},
+	        {"XMX5LGBBFG10", L("1-3:0.2.8(40)"), true, P1_DIALECT_DSMR4},
+	        {"ISK5\\2M550T-1012", L("1-3:0.2.8(50)"), true, P1_DIALECT_DSMR5},
+	        {"FLU5\\253769484_A", L("0-0:96.1.4(50217)"), true, P1_DIALECT_FLUVIUS},
+	        {"Lux5\\253663629_D", L("1-3:0.2.8(42)", "0-0:42.0.0(5341473130)"), true,
+	         P1_DIALECT_SMARTY},
+	        {"SAG5SAG-METER", L("0-0:42.0.0(5341473130)", "1-0:1.8.0(000001.000*kWh)"), true,
+	         P1_DIALECT_HUNGARY},
+	        {"ESY5Q3DB1024 V3.04", L("1-0:1.8.0*255(00000001.0000000*kWh)"), false,
+	         P1_DIALECT_EASYMETER},
+	        {"ACE5ACE4KGPRS", L("1-0:1.8.0*255(00001.000*kWh)"), false, P1_DIALECT_ACE4000},
+	        {"ELL5\\253833635_A",
+	         L("1-0:1.8.0(00001234.567*kWh)", "1-0:2.8.0(00000012.345*kWh)"), true,
+	         P1_DIALECT_SWEDEN},
+	        {"ABC5XYZ", L("1-0:1.8.1(000001.000*kWh)"), true, P1_DIALECT_GENERIC},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		assert_int_equal(parse_full(cases[i].hdr, true, cases[i].lines, cases[i].crc, NULL), P1_OK);
+		assert_int_equal(parse_full(cases[i].hdr, true, cases[i].lines, cases[i].crc, NULL),
+		                 P1_OK);
 		if (T->dialect != cases[i].want)
-			fail_msg("/%s: dialect %s, expected %s", cases[i].hdr, p1_dialect_name(T->dialect),
-				 p1_dialect_name(cases[i].want));
+			fail_msg("/%s: dialect %s, expected %s", cases[i].hdr,
+			         p1_dialect_name(T->dialect), p1_dialect_name(cases[i].want));
 	}
 	/* forced */
 	OPTS.force_dialect = P1_DIALECT_FLUVIUS;
@@ -1246,10 +1305,11 @@ static void test_reuse_and_bounds(void **state)
 	struct p1_telegram *small = p1_telegram_new(64);
 	assert_non_null(small);
 	static char buf[1024];
-	size_t n = build(buf, sizeof(buf), "XXX5TEST", true,
-			 L("1-3:0.2.8(50)", "1-0:1.8.1(000001.000*kWh)", "1-0:1.8.2(000002.000*kWh)",
-			   "1-0:2.8.1(000001.000*kWh)", "1-0:2.8.2(000001.000*kWh)"),
-			 true);
+	size_t n =
+	        build(buf, sizeof(buf), "XXX5TEST", true,
+	              L("1-3:0.2.8(50)", "1-0:1.8.1(000001.000*kWh)", "1-0:1.8.2(000002.000*kWh)",
+	                "1-0:2.8.1(000001.000*kWh)", "1-0:2.8.2(000001.000*kWh)"),
+	              true);
 	assert_true(n > 128); /* more than p1_telegram_new(64) holds, its margin included */
 	assert_int_equal(p1_parse(small, buf, n, true, 0, &OPTS, NULL), P1_ERR_TOO_LONG);
 	p1_telegram_free(small);
@@ -1257,9 +1317,9 @@ static void test_reuse_and_bounds(void **state)
 
 	/* parsing allocates nothing */
 	n = build(buf, sizeof(buf), "XXX5TEST", true,
-		  L("1-3:0.2.8(50)", "0-0:96.13.0(48656C6C6F)", "1-0:1.8.1(000001.000*kWh)",
-		    "1-0:3.7.0(00.100*kVar)", "1-0:1.7.0(00.100*xyz)", "9-9:9.9.9(1)"),
-		  true);
+	          L("1-3:0.2.8(50)", "0-0:96.13.0(48656C6C6F)", "1-0:1.8.1(000001.000*kWh)",
+	            "1-0:3.7.0(00.100*kVar)", "1-0:1.7.0(00.100*xyz)", "9-9:9.9.9(1)"),
+	          true);
 	struct mallinfo2 before = mallinfo2();
 	for (int i = 0; i < 100; i++)
 		assert_int_equal(p1_parse(T, buf, n, false, 0, &OPTS, NULL), P1_OK);
@@ -1347,7 +1407,7 @@ static void test_json_strings(void **state)
 	(void)state;
 	char buf[64];
 	assert_int_equal(p1_json_string("a\"b\\c\x01\x7f", 7, buf, sizeof(buf)),
-			 strlen("\"a\\\"b\\\\c\\u0001\\u007f\""));
+	                 strlen("\"a\\\"b\\\\c\\u0001\\u007f\""));
 	assert_string_equal(buf, "\"a\\\"b\\\\c\\u0001\\u007f\"");
 	/* a text message with control characters comes out escaped */
 	parse_ok(L("0-0:96.13.0(line\"1)", "1-0:1.8.1(000001.000*kWh)"));
@@ -1372,41 +1432,42 @@ static void test_json_strings(void **state)
 static int run_focused(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_worked_t2),
-		cmocka_unit_test(test_worked_t3),
-		cmocka_unit_test(test_fluvius_threshold_sentinels),
-		cmocka_unit_test(test_worked_t4),
-		cmocka_unit_test(test_header_blank_line),
-		cmocka_unit_test(test_header_spaces),
-		cmocka_unit_test(test_obis_suffix_and_typos),
-		cmocka_unit_test(test_double_parentheses),
-		cmocka_unit_test(test_empty_values),
-		cmocka_unit_test(test_missing_units),
-		cmocka_unit_test(test_unit_without_star),
-		cmocka_unit_test(test_wh_and_w),
-		cmocka_unit_test(test_unit_spellings),
-		cmocka_unit_test(test_negative_values),
-		cmocka_unit_test(test_hex_and_plain),
-		cmocka_unit_test(test_sentinel_timestamps),
-		cmocka_unit_test(test_time_flags),
-		cmocka_unit_test(test_ambiguous_time),
-		cmocka_unit_test(test_power_failure_log),
-		cmocka_unit_test(test_demand_history),
-		cmocka_unit_test(test_iskra_ie_max_demand),
-		cmocka_unit_test(test_mbus_channels),
-		cmocka_unit_test(test_mbus_empty_gas_channel_first),
-		cmocka_unit_test(test_duplicates),
-		cmocka_unit_test(test_unknown_lines),
-		cmocka_unit_test(test_slash_in_text),
-		cmocka_unit_test(test_dsmr22_gas),
-		cmocka_unit_test(test_strict_without_crc),
-		cmocka_unit_test(test_text_over_two_lines),
-		cmocka_unit_test(test_bit_error_bang_not_accepted),
-		cmocka_unit_test(test_dialects),
-		cmocka_unit_test(test_reuse_and_bounds),
-		cmocka_unit_test(test_numbers),
-		cmocka_unit_test(test_obis_table),
-		cmocka_unit_test(test_json_strings),
+	        cmocka_unit_test(test_worked_t2),
+	        cmocka_unit_test(test_worked_t3),
+	        cmocka_unit_test(test_fluvius_threshold_sentinels),
+	        cmocka_unit_test(test_worked_t4),
+	        cmocka_unit_test(test_header_blank_line),
+	        cmocka_unit_test(test_header_spaces),
+	        cmocka_unit_test(test_obis_suffix_and_typos),
+	        cmocka_unit_test(test_double_parentheses),
+	        cmocka_unit_test(test_empty_values),
+	        cmocka_unit_test(test_missing_units),
+	        cmocka_unit_test(test_unit_without_star),
+	        cmocka_unit_test(test_wh_and_w),
+	        cmocka_unit_test(test_unit_spellings),
+	        cmocka_unit_test(test_negative_values),
+	        cmocka_unit_test(test_hex_and_plain),
+	        cmocka_unit_test(test_sentinel_timestamps),
+	        cmocka_unit_test(test_time_flags),
+	        cmocka_unit_test(test_ambiguous_time),
+	        cmocka_unit_test(test_power_failure_log),
+	        cmocka_unit_test(test_demand_history),
+	        cmocka_unit_test(test_iskra_ie_max_demand),
+	        cmocka_unit_test(test_mbus_channels),
+	        cmocka_unit_test(test_mbus_empty_gas_channel_first),
+	        cmocka_unit_test(test_duplicates),
+	        cmocka_unit_test(test_unknown_lines),
+	        cmocka_unit_test(test_slash_in_text),
+	        cmocka_unit_test(test_dsmr22_gas),
+	        cmocka_unit_test(test_strict_without_crc),
+	        cmocka_unit_test(test_text_over_two_lines),
+	        cmocka_unit_test(test_unclosed_group_not_joined),
+	        cmocka_unit_test(test_bit_error_bang_not_accepted),
+	        cmocka_unit_test(test_dialects),
+	        cmocka_unit_test(test_reuse_and_bounds),
+	        cmocka_unit_test(test_numbers),
+	        cmocka_unit_test(test_obis_table),
+	        cmocka_unit_test(test_json_strings),
 	};
 	return cmocka_run_group_tests_name("parse", tests, setup, teardown);
 }

@@ -21,8 +21,12 @@ static const struct p1_tz cet = {3600, 7200, true};
 
 static int64_t tg(int y, int mo, int d, int h, int mi, int s)
 {
-	struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
-			.tm_hour = h, .tm_min = mi, .tm_sec = s};
+	struct tm tm = {.tm_year = y - 1900,
+	                .tm_mon = mo - 1,
+	                .tm_mday = d,
+	                .tm_hour = h,
+	                .tm_min = mi,
+	                .tm_sec = s};
 	return (int64_t)timegm(&tm);
 }
 
@@ -55,17 +59,18 @@ static void test_civil_every_day(void **state)
 		for (size_t k = 0; k < 4; k++) {
 			want = day * 86400 + times[k][0] * 3600 + times[k][1] * 60 + times[k][2];
 			int64_t got = p1_time_from_civil(y, tm.tm_mon + 1, tm.tm_mday, times[k][0],
-							 times[k][1], times[k][2]);
+			                                 times[k][1], times[k][2]);
 			if (got != want)
-				fail_msg("from_civil(%d-%02d-%02d %02d:%02d:%02d) = %lld, want %lld", y,
-					 tm.tm_mon + 1, tm.tm_mday, times[k][0], times[k][1],
-					 times[k][2], (long long)got, (long long)want);
+				fail_msg(
+				        "from_civil(%d-%02d-%02d %02d:%02d:%02d) = %lld, want %lld",
+				        y, tm.tm_mon + 1, tm.tm_mday, times[k][0], times[k][1],
+				        times[k][2], (long long)got, (long long)want);
 			int cy, cmo, cd, ch, cmi, cs;
 			p1_time_to_civil(want, &cy, &cmo, &cd, &ch, &cmi, &cs);
-			if (cy != y || cmo != tm.tm_mon + 1 || cd != tm.tm_mday || ch != times[k][0] ||
-			    cmi != times[k][1] || cs != times[k][2])
-				fail_msg("to_civil(%lld) = %d-%02d-%02d %02d:%02d:%02d", (long long)want, cy,
-					 cmo, cd, ch, cmi, cs);
+			if (cy != y || cmo != tm.tm_mon + 1 || cd != tm.tm_mday ||
+			    ch != times[k][0] || cmi != times[k][1] || cs != times[k][2])
+				fail_msg("to_civil(%lld) = %d-%02d-%02d %02d:%02d:%02d",
+				         (long long)want, cy, cmo, cd, ch, cmi, cs);
 		}
 	}
 	assert_int_equal(want, tg(2099, 12, 31, 23, 59, 59));
@@ -94,8 +99,8 @@ static void test_parse_format_round_trip(void **state)
 					char in[32], want[64];
 					struct p1_time t;
 					char flag = f ? 'S' : 'W';
-					snprintf(in, sizeof(in), "%02d%02d%02d%02d%02d%02d%c", y % 100, mo, d,
-						 h, mi, s, flag);
+					snprintf(in, sizeof(in), "%02d%02d%02d%02d%02d%02d%c",
+					         y % 100, mo, d, h, mi, s, flag);
 					assert_int_equal(parse(in, &cet, &t), 1);
 					assert_int_equal(t.flag, flag);
 					assert_false(t.ambiguous);
@@ -103,8 +108,9 @@ static void test_parse_format_round_trip(void **state)
 					assert_int_equal(t.offset_s, off);
 					if (t.utc != tg(y, mo, d, h, mi, s) - off)
 						fail_msg("%s -> %lld", in, (long long)t.utc);
-					snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d+%02d:00", y,
-						 mo, d, h, mi, s, off / 3600);
+					snprintf(want, sizeof(want),
+					         "%04d-%02d-%02dT%02d:%02d:%02d+%02d:00", y, mo, d,
+					         h, mi, s, off / 3600);
 					assert_string_equal(fmt(&t), want);
 					checked++;
 				}
@@ -115,9 +121,9 @@ static void test_parse_format_round_trip(void **state)
 
 /* Last Sundays of March and October, 2020-2030 (summer time starts and ends at 01:00 UTC). */
 static const int switches[][3] = {
-	{2020, 29, 25}, {2021, 28, 31}, {2022, 27, 30}, {2023, 26, 29}, {2024, 31, 27},
-	{2025, 30, 26}, {2026, 29, 25}, {2027, 28, 31}, {2028, 26, 29}, {2029, 25, 28},
-	{2030, 31, 27},
+        {2020, 29, 25}, {2021, 28, 31}, {2022, 27, 30}, {2023, 26, 29},
+        {2024, 31, 27}, {2025, 30, 26}, {2026, 29, 25}, {2027, 28, 31},
+        {2028, 26, 29}, {2029, 25, 28}, {2030, 31, 27},
 };
 
 static void test_eu_switch_dates(void **state)
@@ -283,7 +289,8 @@ static void test_no_flag(void **state)
 	for (size_t i = 0; i < sizeof(switches) / sizeof(switches[0]); i++) {
 		for (int h = 0; h < 5; h++) {
 			char s[32];
-			snprintf(s, sizeof(s), "%02d10%02d%02d3000", switches[i][0] % 100, switches[i][2], h);
+			snprintf(s, sizeof(s), "%02d10%02d%02d3000", switches[i][0] % 100,
+			         switches[i][2], h);
 			assert_int_equal(parse(s, &cet, &t), 1);
 			if (t.ambiguous != (h == 2))
 				fail_msg("%s: ambiguous=%d", s, t.ambiguous);
@@ -296,9 +303,9 @@ static void test_impossible_and_malformed(void **state)
 	(void)state;
 	struct p1_time t;
 	static const char *const impossible[] = {
-		"230229120000W", /* not a leap year */
-		"231131120000W", "241301120000W", "240001120000W", "240100120000W",
-		"240101240000W", "240101126000W", "240101120060W", "241232000000S",
+	        "230229120000W", /* not a leap year */
+	        "231131120000W", "241301120000W", "240001120000W", "240100120000W",
+	        "240101240000W", "240101126000W", "240101120060W", "241232000000S",
 	};
 	for (size_t i = 0; i < sizeof(impossible) / sizeof(impossible[0]); i++)
 		if (parse(impossible[i], &cet, &t) != 0)
@@ -308,8 +315,16 @@ static void test_impossible_and_malformed(void **state)
 	assert_int_equal(parse("990101000000W", &cet, &t), 1);
 	assert_int_equal(t.utc, tg(2098, 12, 31, 23, 0, 0));
 	static const char *const malformed[] = {
-		"", "2401011200", "24010112000", "2401011200000W", "24010112000XW", "2401011200 0W",
-		"240101120000!", "2401011200001", "-40101120000W", "0x0101120000W",
+	        "",
+	        "2401011200",
+	        "24010112000",
+	        "2401011200000W",
+	        "24010112000XW",
+	        "2401011200 0W",
+	        "240101120000!",
+	        "2401011200001",
+	        "-40101120000W",
+	        "0x0101120000W",
 	};
 	for (size_t i = 0; i < sizeof(malformed) / sizeof(malformed[0]); i++)
 		if (parse(malformed[i], &cet, &t) != -1)
@@ -324,15 +339,15 @@ static void test_sentinels(void **state)
 {
 	(void)state;
 	static const char *const sentinels[] = {
-		"632525252525W", "632525252525S", "000101000001W", "000000000000W",
-		"000000000000S", "000101010000W", "700101010000W",
+	        "632525252525W", "632525252525S", "000101000001W", "000000000000W",
+	        "000000000000S", "000101010000W", "700101010000W",
 	};
 	for (size_t i = 0; i < sizeof(sentinels) / sizeof(sentinels[0]); i++) {
 		struct p1_time t;
 		int r = parse(sentinels[i], &cet, &t);
 		if (r != 0)
 			fail_msg("sentinel %s: p1_time_parse returned %d (utc %lld), expected 0",
-				 sentinels[i], r, r > 0 ? (long long)t.utc : 0LL);
+			         sentinels[i], r, r > 0 ? (long long)t.utc : 0LL);
 	}
 }
 
@@ -366,15 +381,15 @@ static void test_dlms_datetime(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_civil_every_day),
-		cmocka_unit_test(test_parse_format_round_trip),
-		cmocka_unit_test(test_eu_switch_dates),
-		cmocka_unit_test(test_format_tz_zones),
-		cmocka_unit_test(test_flags),
-		cmocka_unit_test(test_no_flag),
-		cmocka_unit_test(test_impossible_and_malformed),
-		cmocka_unit_test(test_sentinels),
-		cmocka_unit_test(test_dlms_datetime),
+	        cmocka_unit_test(test_civil_every_day),
+	        cmocka_unit_test(test_parse_format_round_trip),
+	        cmocka_unit_test(test_eu_switch_dates),
+	        cmocka_unit_test(test_format_tz_zones),
+	        cmocka_unit_test(test_flags),
+	        cmocka_unit_test(test_no_flag),
+	        cmocka_unit_test(test_impossible_and_malformed),
+	        cmocka_unit_test(test_sentinels),
+	        cmocka_unit_test(test_dlms_datetime),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
