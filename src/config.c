@@ -254,7 +254,7 @@ static const struct config_item items[] = {
          .min = 1, .flags = R, .help = "Directory of the database and other state."},
         {IN(GLOBAL) = "timezone", STR(C, g.timezone), .def = "", .max = 64, .flags = R,
          .check = check_no_space,
-         .help = "Zone of the meters' clocks, e.g. Europe/Amsterdam; empty: the system's zone."},
+         .help = "Zone of the meters' clocks, e.g. Europe/Amsterdam; empty: Central European Time."},
         {IN(GLOBAL) = "watchdog", BOOL(C, g.watchdog), .def = "true", .flags = R,
          .help = "Keep the systemd watchdog fed when the unit sets WatchdogSec=."},
 

@@ -82,7 +82,7 @@ struct config_addrs {
 struct config_global {
 	int log_level; /* LOG_ERR..LOG_DEBUG */
 	char *state_directory;
-	char *timezone; /* "": the system's zone */
+	char *timezone; /* "": Central European Time */
 	bool watchdog;
 };
 

@@ -262,13 +262,12 @@ static void on_meter_finished(void *ud, struct meter *m)
 static int start(struct daemon *d)
 {
 	struct p1_tz tz;
-	if (tzprobe(d->cfg->g.timezone, &tz) < 0) {
-		log_error("unknown time zone \"%s\"", d->cfg->g.timezone);
+	/* meter clocks run on Central European time in every country p1d knows */
+	const char *zone = d->cfg->g.timezone[0] ? d->cfg->g.timezone : "Europe/Amsterdam";
+	if (tzprobe(zone, &tz) < 0) {
+		log_error("unknown time zone \"%s\" (see timezone in p1d.conf(5))", zone);
 		return -EINVAL;
 	}
-	if (!tz.eu_rule && tz.std_offset_s == 0)
-		log_warning("the time zone is UTC, but meters send local time: set timezone = "
-			    "Europe/Amsterdam (or your zone) in [p1d]");
 	int r = loop_new(&d->loop);
 	if (r < 0) {
 		log_error("cannot create the event loop: %s", strerror(-r));

@@ -44,6 +44,34 @@ static int64_t now_utc(void)
 	return (int64_t)ts.tv_sec;
 }
 
+/* One line per telegram, at debug level only: "-v -v" shows the daemon at work. */
+static void log_telegram(const struct meter *m, const struct p1_telegram *t)
+{
+	static const enum p1_field shown[] = {
+	        P1_F_TIMESTAMP,   P1_F_P_DEL,    P1_F_P_RET,    P1_F_E_DEL_T1, P1_F_E_DEL_T2,
+	        P1_F_E_DEL_TOTAL, P1_F_E_RET_T1, P1_F_E_RET_T2, P1_F_GAS,
+	};
+	char line[512], v[64];
+	size_t used = 0;
+	for (size_t i = 0; i < sizeof(shown) / sizeof(shown[0]); i++) {
+		const struct p1_value *val = &t->fields[shown[i]];
+		if (val->presence != P1_PRESENT)
+			continue;
+		if (shown[i] == P1_F_TIMESTAMP)
+			p1_time_format(&val->time, v, sizeof(v));
+		else
+			p1_num_format(&val->num, v, sizeof(v));
+		int n = snprintf(line + used, sizeof(line) - used, " %s=%s%s",
+		                 p1_field_info(shown[i])->name, v,
+		                 val->num.unit && shown[i] != P1_F_TIMESTAMP ? val->num.unit : "");
+		if (n < 0 || (size_t)n >= sizeof(line) - used)
+			break;
+		used += (size_t)n;
+	}
+	log_debug("meter %s: telegram %llu:%s", m->name, (unsigned long long)m->st.telegrams,
+	          used ? line : " (no known fields)");
+}
+
 static void on_result(void *ud, const struct p1_result *r)
 {
 	struct meter *m = ud;
@@ -63,9 +91,11 @@ static void on_result(void *ud, const struct p1_result *r)
 		source_note_valid(m->src);
 	if (p1_telegram_copy(m->latest, t))
 		m->have_latest = true;
+	if (log_enabled(LOG_DEBUG))
+		log_telegram(m, t);
 	if (m->st.telegrams == 1)
-		log_notice("meter %s: first telegram (%s, %s)", m->name, p1_dialect_name(t->dialect),
-			   t->has_crc ? "CRC ok" : "no CRC");
+		log_notice("meter %s: first telegram (%s, %s)", m->name,
+		           p1_dialect_name(t->dialect), t->has_crc ? "CRC ok" : "no CRC");
 	for (size_t i = 0; i < m->n_sinks; i++) {
 		if (m->sinks[i].cb)
 			m->sinks[i].cb(m->sinks[i].ud, m, t, m->st.last_telegram_utc);
@@ -127,19 +157,19 @@ static void source_config_from(const struct config_meter *c, struct source_confi
 	} else {
 		sc->kind = SOURCE_TCP;
 	}
-	sc->serial_mode = c->preset == CONFIG_PRESET_115200_8N1  ? SOURCE_SERIAL_115200_8N1
-			  : c->preset == CONFIG_PRESET_9600_7E1 ? SOURCE_SERIAL_9600_7E1
-								: SOURCE_SERIAL_AUTO;
+	sc->serial_mode = c->preset == CONFIG_PRESET_115200_8N1 ? SOURCE_SERIAL_115200_8N1
+	                  : c->preset == CONFIG_PRESET_9600_7E1 ? SOURCE_SERIAL_9600_7E1
+	                                                        : SOURCE_SERIAL_AUTO;
 	sc->data_request = c->data_request == CONFIG_DATA_REQUEST_DTR   ? SOURCE_DATA_REQUEST_DTR
-			   : c->data_request == CONFIG_DATA_REQUEST_RTS ? SOURCE_DATA_REQUEST_RTS
-									: SOURCE_DATA_REQUEST_NONE;
+	                   : c->data_request == CONFIG_DATA_REQUEST_RTS ? SOURCE_DATA_REQUEST_RTS
+	                                                                : SOURCE_DATA_REQUEST_NONE;
 	sc->pace = c->pace == CONFIG_PACE_FAST ? SOURCE_PACE_FAST : SOURCE_PACE_METER;
 	sc->stale_after_ms = (uint32_t)c->stale_after_ms;
 	sc->backoff_max_ms = (uint32_t)c->reconnect_max_ms;
 }
 
 static int decoder_from(const struct config_meter *c, const struct p1_tz *tz,
-			struct p1_decoder **ret)
+                        struct p1_decoder **ret)
 {
 	struct p1_decoder_opts o;
 	p1_decoder_opts_init(&o);
@@ -160,7 +190,7 @@ static int decoder_from(const struct config_meter *c, const struct p1_tz *tz,
 }
 
 int meter_new(struct loop *loop, const struct config_meter *cfg, const struct p1_tz *tz,
-	      struct meter **ret_meter)
+              struct meter **ret_meter)
 {
 	struct meter *m = calloc(1, sizeof(*m));
 	if (!m)
@@ -182,7 +212,7 @@ int meter_new(struct loop *loop, const struct config_meter *cfg, const struct p1
 		if (sc.kind == SOURCE_TCP) {
 			bool v6 = cfg->tcp.host && strchr(cfg->tcp.host, ':');
 			snprintf(hostport, sizeof(hostport), v6 ? "[%s]:%d" : "%s:%d",
-				 cfg->tcp.host ? cfg->tcp.host : "", cfg->tcp.port);
+			         cfg->tcp.host ? cfg->tcp.host : "", cfg->tcp.port);
 			sc.path = hostport;
 		}
 		r = source_new(loop, &sc, on_data, on_state, m, &m->src);
@@ -262,10 +292,10 @@ int meter_format_status(const struct meter *m, char *buf, size_t size)
 {
 	if (!m->st.telegrams)
 		return snprintf(buf, size, "%s: no telegram yet, %s, %llu rejected", m->name,
-				m->src ? source_state_name(source_get_state(m->src)) : "idle",
-				(unsigned long long)m->st.rejected);
+		                m->src ? source_state_name(source_get_state(m->src)) : "idle",
+		                (unsigned long long)m->st.rejected);
 	uint64_t age_s = (loop_now_ms() - m->st.last_telegram_ms) / 1000;
 	return snprintf(buf, size, "%s: %llu telegrams, last %llu s ago, %llu CRC errors", m->name,
-			(unsigned long long)m->st.telegrams, (unsigned long long)age_s,
-			(unsigned long long)m->st.errors[P1_ERR_CRC]);
+	                (unsigned long long)m->st.telegrams, (unsigned long long)age_s,
+	                (unsigned long long)m->st.errors[P1_ERR_CRC]);
 }

@@ -683,6 +683,8 @@ static enum p1_dialect detect(const struct p1_telegram *t)
 		return P1_DIALECT_EASYMETER;
 	if (header_starts(t, "ACE5"))
 		return P1_DIALECT_ACE4000;
+	if (header_starts(t, "EST5")) /* Sagemcom T210-D-r of Austrian grid operators */
+		return P1_DIALECT_AUSTRIA;
 	if (t->fields[P1_F_P1_VERSION_BE].presence)
 		return P1_DIALECT_FLUVIUS;
 	if (t->fields[P1_F_DEVICE_NAME].presence)
