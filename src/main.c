@@ -199,6 +199,7 @@ static void on_status(struct loop_timer *t, void *ud)
 	size_t used = 0;
 	(void)t;
 	for (size_t i = 0; i < d->n_meters; i++) {
+		meter_tick(d->meters[i]);
 		meter_format_status(d->meters[i], part, sizeof(part));
 		int n = snprintf(line + used, sizeof(line) - used, "%s%s", i ? "; " : "", part);
 		if (n < 0 || (size_t)n >= sizeof(line) - used)
@@ -324,6 +325,7 @@ static int run_daemon(int argc, char **argv)
 		config_free(d.cfg);
 		return 0;
 	}
+	signal(SIGPIPE, SIG_IGN); /* a peer that goes away is an error return, not a death */
 	/* initialise libcrypto now, without reading openssl.cnf, before anything is sandboxed */
 	OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, NULL);
 	int r = start(&d);

@@ -239,6 +239,11 @@ struct meter *meter_free(struct meter *m)
 	return NULL;
 }
 
+void meter_tick(struct meter *m)
+{
+	log_ratelimit_flush(&m->errlog, loop_now_ms(), false);
+}
+
 static int add(struct meter *m, meter_sink_cb cb, meter_raw_cb raw, void *ud)
 {
 	if (m->n_sinks == METER_SINKS_MAX)

@@ -62,6 +62,9 @@ void meter_on_finished(struct meter *m, void (*cb)(void *ud, struct meter *m), v
 /* "main: 1234 telegrams, last 1 s ago, 0 CRC errors" for STATUS= */
 int meter_format_status(const struct meter *m, char *buf, size_t size);
 
+/* Housekeeping from a timer: writes the summary of rejected frames when one is owed. */
+void meter_tick(struct meter *m);
+
 /* Feed bytes as if the source had read them (tests, import). */
 void meter_feed(struct meter *m, const uint8_t *buf, size_t len);
 /* End of input: complete or reject what is in progress. */
