@@ -18,15 +18,15 @@ static struct {
 	enum log_target current; /* what format_line() uses */
 	bool detected;
 } log_settings = {
-	.max_prio = LOG_INFO,
-	.forced = LOG_TARGET_AUTO,
-	.current = LOG_TARGET_AUTO,
+        .max_prio = LOG_INFO,
+        .forced = LOG_TARGET_AUTO,
+        .current = LOG_TARGET_AUTO,
 };
 
 static const char *const prio_names[] = {
-	[LOG_EMERG] = "emergency", [LOG_ALERT] = "alert",   [LOG_CRIT] = "critical",
-	[LOG_ERR] = "error",       [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
-	[LOG_INFO] = "info",       [LOG_DEBUG] = "debug",
+        [LOG_EMERG] = "emergency", [LOG_ALERT] = "alert",     [LOG_CRIT] = "critical",
+        [LOG_ERR] = "error",       [LOG_WARNING] = "warning", [LOG_NOTICE] = "notice",
+        [LOG_INFO] = "info",       [LOG_DEBUG] = "debug",
 };
 
 const char *log_priority_name(int prio)
@@ -189,7 +189,7 @@ static void format_duration(char *buf, size_t size, uint64_t ms)
 }
 
 static void write_summary(struct log_ratelimit *rl, uint64_t now_ms, int prio, const char *text,
-			  uint64_t more)
+                          uint64_t more)
 {
 	char dur[32];
 

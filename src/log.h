@@ -115,7 +115,10 @@ struct log_ratelimit {
 	char last_text[LOG_RATELIMIT_TEXT_MAX]; /* the latest suppressed message */
 };
 
-#define LOG_RATELIMIT_INIT(ms) {.interval_ms = (ms)}
+#define LOG_RATELIMIT_INIT(ms) \
+	{ \
+		.interval_ms = (ms) \
+	}
 
 /**
  * log_ratelimit - Log one occurrence of a repeated event, or count it
@@ -126,7 +129,7 @@ struct log_ratelimit {
  * Returns: true if a line was written, false if the occurrence was only counted
  */
 bool log_ratelimit(struct log_ratelimit *rl, uint64_t now_ms, int prio, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+        __attribute__((format(printf, 4, 5)));
 
 /**
  * log_ratelimit_flush - Write the summary of suppressed occurrences, if one is owed

@@ -36,6 +36,7 @@ struct loop_watch {
 	uint32_t events;
 	loop_fd_cb cb;
 	void *ud;
+	bool in_epoll; /* false while paused (events == 0) */
 	bool dead;
 	struct loop_watch *prev, *next; /* l->watches */
 };
@@ -233,8 +234,11 @@ static void on_timerfd(struct loop_watch *w, int fd, uint32_t events, void *ud)
 
 int loop_timer_new(struct loop *l, loop_timer_cb cb, void *ud, struct loop_timer **ret_timer)
 {
-	struct loop_timer *t = calloc(1, sizeof(*t));
+	struct loop_timer *t;
 
+	if (!cb)
+		return -EINVAL;
+	t = calloc(1, sizeof(*t));
 	if (!t)
 		return -ENOMEM;
 	t->loop = l;
@@ -294,7 +298,7 @@ struct loop_timer *loop_timer_free(struct loop_timer *t)
 /* ---- fd watches ---- */
 
 int loop_watch_add(struct loop *l, int fd, uint32_t events, loop_fd_cb cb, void *ud,
-		   struct loop_watch **ret_watch)
+                   struct loop_watch **ret_watch)
 {
 	struct loop_watch *w;
 	struct epoll_event ev = {.events = events};
@@ -310,10 +314,16 @@ int loop_watch_add(struct loop *l, int fd, uint32_t events, loop_fd_cb cb, void 
 	w->cb = cb;
 	w->ud = ud;
 	ev.data.ptr = w;
+	/* added even when paused: this is where epoll says whether it can watch the fd */
 	if (epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		int r = -errno;
 		free(w);
 		return r;
+	}
+	w->in_epoll = true;
+	if (events == 0) {
+		(void)epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
+		w->in_epoll = false;
 	}
 	w->next = l->watches;
 	if (l->watches)
@@ -331,8 +341,18 @@ int loop_watch_modify(struct loop_watch *w, uint32_t events)
 		return -ESTALE;
 	if (events == w->events)
 		return 0;
-	if (epoll_ctl(w->loop->epfd, EPOLL_CTL_MOD, w->fd, &ev) < 0)
+	/* epoll reports EPOLLHUP and EPOLLERR whatever the mask says, so a paused watch (say, a
+	 * pipe whose writer is gone) would wake the loop forever: pause by leaving epoll */
+	if (events == 0) {
+		if (epoll_ctl(w->loop->epfd, EPOLL_CTL_DEL, w->fd, NULL) < 0)
+			return -errno;
+		w->in_epoll = false;
+	} else if (epoll_ctl(w->loop->epfd, w->in_epoll ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, w->fd,
+	                     &ev) < 0) {
 		return -errno;
+	} else {
+		w->in_epoll = true;
+	}
 	w->events = events;
 	return 0;
 }
@@ -350,7 +370,8 @@ struct loop_watch *loop_watch_remove(struct loop_watch *w)
 		return NULL;
 	l = w->loop;
 	/* EBADF/ENOENT here mean the owner closed the fd first; nothing left to undo */
-	(void)epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+	if (w->in_epoll)
+		(void)epoll_ctl(l->epfd, EPOLL_CTL_DEL, w->fd, NULL);
 	if (w->prev)
 		w->prev->next = w->next;
 	else
@@ -426,6 +447,8 @@ int loop_signal_set(struct loop *l, int signo, loop_signal_cb cb, void *ud)
 		if (signalfd(l->sigfd, &l->sigmask, SFD_NONBLOCK | SFD_CLOEXEC) < 0) {
 			int r = -errno;
 			sigdelset(&l->sigmask, signo);
+			if (!sigismember(&l->old_sigmask, signo))
+				sigprocmask(SIG_UNBLOCK, &one, NULL);
 			return r;
 		}
 	}
@@ -438,8 +461,11 @@ int loop_signal_set(struct loop *l, int signo, loop_signal_cb cb, void *ud)
 
 int loop_hook_add(struct loop *l, loop_hook_cb cb, void *ud, struct loop_hook **ret_hook)
 {
-	struct loop_hook *h = calloc(1, sizeof(*h)), **p;
+	struct loop_hook *h, **p;
 
+	if (!cb)
+		return -EINVAL;
+	h = calloc(1, sizeof(*h));
 	if (!h)
 		return -ENOMEM;
 	h->loop = l;
@@ -582,7 +608,8 @@ static void dispatch_events(struct loop *l, const struct epoll_event *ev, int n)
 	l->dispatching = true;
 	for (int i = 0; i < n && !l->quit; i++) {
 		struct loop_watch *w = ev[i].data.ptr;
-		if (w->dead)
+		/* removed or paused by an earlier callback of this batch */
+		if (w->dead || !w->in_epoll)
 			continue;
 		w->cb(w, w->fd, ev[i].events, w->ud);
 	}

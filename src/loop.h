@@ -66,11 +66,12 @@ typedef void (*loop_hook_cb)(struct loop *l, void *ud);
  * @ret_loop: the new loop on success
  * Returns: 0 on success, negative errno on failure
  *
- * Creates the epoll fd, the timerfd and the signalfd (all O_CLOEXEC|O_NONBLOCK) and blocks
- * SIGTERM, SIGINT and SIGHUP with sigprocmask so that they are only seen through the signalfd.
- * Until loop_signal_set() says otherwise, SIGTERM and SIGINT make loop_run() return 0 and
- * SIGHUP is logged and ignored. Create it before any thread (there should be none) and
- * before any child process that must not inherit the blocked mask.
+ * Creates the epoll fd, the timerfd and the signalfd (close-on-exec, the last two
+ * non-blocking) and blocks SIGTERM, SIGINT and SIGHUP with sigprocmask so that they are only
+ * seen through the signalfd. Until loop_signal_set() says otherwise, SIGTERM and SIGINT make
+ * loop_run() return 0 and SIGHUP is logged and ignored. The blocked mask is inherited across
+ * fork and exec: a child that should die of SIGTERM must be given a clean mask
+ * (posix_spawnattr_setsigmask). SIGPIPE is left alone; ignoring it is main's decision.
  */
 int loop_new(struct loop **ret_loop);
 
@@ -79,9 +80,10 @@ int loop_new(struct loop **ret_loop);
  * @l: the loop, or NULL
  * Returns: NULL
  *
- * Frees every watch, timer and hook still registered (their fds are not closed: the owners
- * close them), discards pending signals and restores the signal mask that loop_new found.
- * Must not be called from inside a callback.
+ * Free the objects built on the loop (sources, sinks) first. Whatever watch, timer or hook
+ * is still registered is freed here (fds are not closed: their owners close them) and any
+ * pointer to it is invalid afterwards. Discards pending signals and restores the signal mask
+ * that loop_new found. Must not be called from inside a callback.
  */
 struct loop *loop_free(struct loop *l);
 
@@ -118,22 +120,26 @@ uint64_t loop_now_ms(void);
  * @fd: a descriptor epoll accepts (socket, pipe, tty, eventfd, ...; not a regular file:
  * that gives -EPERM). It should be O_NONBLOCK.
  * @events: EPOLLIN and/or EPOLLOUT (level-triggered); EPOLLERR and EPOLLHUP are always
- * reported. 0 watches nothing but keeps the registration.
+ * reported while the watch is active. 0 pauses the watch: nothing at all is reported, not
+ * even a hangup, until loop_watch_modify() asks for events again.
  * @cb: called when the fd is ready
  * @ud: passed to @cb
  * @ret_watch: the new watch on success
  * Returns: 0 on success, -EEXIST if @fd is already watched, other negative errno
  *
  * Remove the watch before closing the fd: epoll tracks the open file, not the number.
+ * -EEXIST is not detected for an fd whose other watch is paused; do not watch an fd twice.
  */
 int loop_watch_add(struct loop *l, int fd, uint32_t events, loop_fd_cb cb, void *ud,
-		   struct loop_watch **ret_watch);
+                   struct loop_watch **ret_watch);
 
 /**
- * loop_watch_modify - Change the events a watch waits for
+ * loop_watch_modify - Change the events a watch waits for, or pause it with 0
  * @w: the watch
  * @events: as for loop_watch_add()
  * Returns: 0 on success, negative errno on failure
+ *
+ * A watch paused inside a callback gets no further callback from the same batch.
  */
 int loop_watch_modify(struct loop_watch *w, uint32_t events);
 
@@ -158,7 +164,7 @@ struct loop_watch *loop_watch_remove(struct loop_watch *w);
  * @cb: called when the timer expires
  * @ud: passed to @cb
  * @ret_timer: the new timer on success
- * Returns: 0 on success, -ENOMEM
+ * Returns: 0 on success, -EINVAL without a callback, -ENOMEM
  *
  * A timer is created once and armed, re-armed and disarmed as often as needed; it costs no
  * file descriptor.
@@ -222,7 +228,7 @@ int loop_signal_set(struct loop *l, int signo, loop_signal_cb cb, void *ud);
  * @cb: the hook
  * @ud: passed to @cb
  * @ret_hook: the new hook on success (may be NULL if the hook is never removed)
- * Returns: 0 on success, -ENOMEM
+ * Returns: 0 on success, -EINVAL without a callback, -ENOMEM
  *
  * Hooks run in the order they were added.
  */

@@ -44,23 +44,24 @@ struct source {
 /* ---- names ---- */
 
 static const char *const state_names[] = {
-	[SOURCE_IDLE] = "idle",       [SOURCE_OPENING] = "connecting",
-	[SOURCE_CONNECTED] = "connected", [SOURCE_BACKOFF] = "absent",
-	[SOURCE_STALE] = "stale",     [SOURCE_EOF] = "eof",
+        [SOURCE_IDLE] = "idle",           [SOURCE_OPENING] = "connecting",
+        [SOURCE_CONNECTED] = "connected", [SOURCE_BACKOFF] = "absent",
+        [SOURCE_STALE] = "stale",         [SOURCE_EOF] = "eof",
 };
 static const char *const kind_names[] = {
-	[SOURCE_SERIAL] = "serial", [SOURCE_TCP] = "tcp", [SOURCE_FILE] = "file"};
+        [SOURCE_SERIAL] = "serial", [SOURCE_TCP] = "tcp", [SOURCE_FILE] = "file"};
 static const char *const serial_mode_names[] = {
-	[SOURCE_SERIAL_AUTO] = "auto",
-	[SOURCE_SERIAL_115200_8N1] = "115200-8N1",
-	[SOURCE_SERIAL_9600_7E1] = "9600-7E1",
+        [SOURCE_SERIAL_AUTO] = "auto",
+        [SOURCE_SERIAL_115200_8N1] = "115200-8N1",
+        [SOURCE_SERIAL_9600_7E1] = "9600-7E1",
 };
 static const char *const data_request_names[] = {
-	[SOURCE_DATA_REQUEST_NONE] = "none",
-	[SOURCE_DATA_REQUEST_DTR] = "dtr",
-	[SOURCE_DATA_REQUEST_RTS] = "rts",
+        [SOURCE_DATA_REQUEST_NONE] = "none",
+        [SOURCE_DATA_REQUEST_DTR] = "dtr",
+        [SOURCE_DATA_REQUEST_RTS] = "rts",
 };
-static const char *const pace_names[] = {[SOURCE_PACE_FAST] = "fast", [SOURCE_PACE_METER] = "meter"};
+static const char *const pace_names[] = {
+        [SOURCE_PACE_FAST] = "fast", [SOURCE_PACE_METER] = "meter"};
 
 #define NAME_OF(table, v) ((unsigned)(v) < sizeof(table) / sizeof(table[0]) ? table[v] : "?")
 
@@ -75,13 +76,13 @@ static int parse_name(const char *const *table, size_t n, const char *s, int *re
 	return -EINVAL;
 }
 
-#define PARSE_ENUM(table, s, ret)                                                           \
-	do {                                                                                \
-		int v_, r_ = parse_name(table, sizeof(table) / sizeof(table[0]), s, &v_);   \
-		if (r_ < 0)                                                                 \
-			return r_;                                                          \
-		*(ret) = v_;                                                                \
-		return 0;                                                                   \
+#define PARSE_ENUM(table, s, ret) \
+	do { \
+		int v_, r_ = parse_name(table, sizeof(table) / sizeof(table[0]), s, &v_); \
+		if (r_ < 0) \
+			return r_; \
+		*(ret) = v_; \
+		return 0; \
 	} while (0)
 
 const char *source_state_name(enum source_state st)
@@ -153,8 +154,8 @@ static void set_state(struct source *s, enum source_state st, const char *why)
 
 static uint64_t next_backoff(struct source *s)
 {
-	uint64_t delay = s->backoff_ms < s->cfg.backoff_max_ms ? s->backoff_ms
-							       : s->cfg.backoff_max_ms;
+	uint64_t delay =
+	        s->backoff_ms < s->cfg.backoff_max_ms ? s->backoff_ms : s->cfg.backoff_max_ms;
 
 	s->backoff_ms *= 2;
 	if (s->backoff_ms > s->cfg.backoff_max_ms)
@@ -169,8 +170,6 @@ static uint64_t next_backoff(struct source *s)
 	return delay;
 }
 
-static void open_now(struct source *s);
-
 static void on_connected(struct source *s)
 {
 	char dur[32];
@@ -183,8 +182,8 @@ static void on_connected(struct source *s)
 		s->stats.reopens++;
 	if (s->down_logged)
 		log_notice("meter %s: %s %s after %s", s->name, s->path,
-			   s->ever_connected ? "back" : "available",
-			   fmt_duration(dur, sizeof(dur), now - s->down_since_ms));
+		           s->ever_connected ? "back" : "available",
+		           fmt_duration(dur, sizeof(dur), now - s->down_since_ms));
 	else if (!s->ever_connected && (!*detail || strcmp(detail, s->path) == 0))
 		log_info("meter %s: reading %s", s->name, s->path);
 	else if (!s->ever_connected)
@@ -209,7 +208,7 @@ void source_impl_eof(struct source *s, const char *why)
 	loop_timer_disarm(s->retry_timer);
 	loop_timer_disarm(s->stale_timer);
 	log_info("meter %s: end of %s (%s, %llu bytes)", s->name, s->path, why,
-		 (unsigned long long)s->stats.bytes);
+	         (unsigned long long)s->stats.bytes);
 	set_state(s, SOURCE_EOF, why);
 }
 
@@ -245,17 +244,18 @@ void source_impl_failed(struct source *s, int err, const char *what)
 		s->down_since_ms = now;
 		s->attempt_err = 0;
 		log_warning("meter %s: %s %s (%s), retrying every %s at most", s->name, s->path,
-			    s->ops->lost_phrase, reason, cap);
+		            s->ops->lost_phrase, reason, cap);
 	} else if (!s->down_logged || (s->attempt_err && err != s->attempt_err)) {
 		if (!s->down_logged)
 			s->down_since_ms = now;
 		s->attempt_err = err;
 		log_warning("meter %s: cannot %s %s (%s), retrying every %s at most", s->name,
-			    s->ops->open_verb, s->path, reason, cap);
+		            s->ops->open_verb, s->path, reason, cap);
 	} else {
 		s->attempt_err = err;
 		log_debug("meter %s: cannot %s %s (%s), next attempt in %s", s->name,
-			  s->ops->open_verb, s->path, reason, fmt_duration(dur, sizeof(dur), delay));
+		          s->ops->open_verb, s->path, reason,
+		          fmt_duration(dur, sizeof(dur), delay));
 	}
 	s->down_logged = true;
 	loop_timer_arm(s->retry_timer, delay, 0);
@@ -299,15 +299,15 @@ static void on_stale_timer(struct loop_timer *t, void *ud)
 	s->stats.stale++;
 	if (!s->stale_logged) {
 		uint64_t since = s->stats.last_valid_ms > s->up_since_ms ? s->stats.last_valid_ms
-									  : s->up_since_ms;
+		                                                         : s->up_since_ms;
 		s->stale_since_ms = since;
 		s->stale_logged = true;
 		snprintf(why, sizeof(why), "no valid telegram for %s",
-			 fmt_duration(dur, sizeof(dur), now - since));
+		         fmt_duration(dur, sizeof(dur), now - since));
 		log_warning("meter %s: %s from %s, reopening", s->name, why, s->path);
 	} else {
 		snprintf(why, sizeof(why), "no valid telegram for %s",
-			 fmt_duration(dur, sizeof(dur), now - s->stale_since_ms));
+		         fmt_duration(dur, sizeof(dur), now - s->stale_since_ms));
 		log_debug("meter %s: still %s from %s, reopening", s->name, why, s->path);
 	}
 	set_state(s, SOURCE_STALE, why);
@@ -324,7 +324,7 @@ void source_note_valid(struct source *s)
 	s->backoff_ms = SOURCE_BACKOFF_MIN_MS;
 	if (s->stale_logged) {
 		log_notice("meter %s: valid telegrams from %s again after %s", s->name, s->path,
-			   fmt_duration(dur, sizeof(dur), now - s->stale_since_ms));
+		           fmt_duration(dur, sizeof(dur), now - s->stale_since_ms));
 		s->stale_logged = false;
 	}
 	if (s->state == SOURCE_CONNECTED && s->ops->reopen)
@@ -345,7 +345,7 @@ void source_impl_data(struct source *s, const uint8_t *buf, size_t len)
 /* ---- object ---- */
 
 int source_new(struct loop *loop, const struct source_config *cfg, source_data_cb on_data,
-	       source_state_cb on_state, void *ud, struct source **ret_source)
+               source_state_cb on_state, void *ud, struct source **ret_source)
 {
 	struct source *s;
 	int r;
@@ -458,8 +458,8 @@ int source_format_status(const struct source *s, char *buf, size_t size)
 	const char *detail = source_detail(s);
 
 	return snprintf(buf, size, "%s%s%s, %llu bytes, %llu reopens", source_state_name(s->state),
-			*detail ? " " : "", detail, (unsigned long long)s->stats.bytes,
-			(unsigned long long)s->stats.reopens);
+	                *detail ? " " : "", detail, (unsigned long long)s->stats.bytes,
+	                (unsigned long long)s->stats.reopens);
 }
 
 /* ---- implementation interface ---- */

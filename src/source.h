@@ -58,9 +58,9 @@ enum source_state {
 };
 
 enum source_serial_mode {
-	SOURCE_SERIAL_AUTO,        /* 115200-8N1, then 9600-7E1, cycling until one works */
-	SOURCE_SERIAL_115200_8N1,  /* DSMR 4 and 5, Fluvius, Smarty */
-	SOURCE_SERIAL_9600_7E1,    /* DSMR 2.2 and 3, EasyMeter */
+	SOURCE_SERIAL_AUTO,       /* 115200-8N1, then 9600-7E1, cycling until one works */
+	SOURCE_SERIAL_115200_8N1, /* DSMR 4 and 5, Fluvius, Smarty */
+	SOURCE_SERIAL_9600_7E1,   /* DSMR 2.2 and 3, EasyMeter */
 };
 
 enum source_data_request {
@@ -80,9 +80,9 @@ enum source_pace {
  * Zero means "default" for the numbers. Strings are copied.
  */
 struct source_config {
-	const char *name;     /* meter name, for log lines ("main"); NULL: "?" */
+	const char *name; /* meter name, for log lines ("main"); NULL: "?" */
 	enum source_kind kind;
-	const char *path;     /* serial: device; tcp: "host:port", "[v6addr]:port"; file: path/"-" */
+	const char *path; /* serial: device; tcp: "host:port", "[v6addr]:port"; file: path/"-" */
 	enum source_serial_mode serial_mode;
 	enum source_data_request data_request; /* serial only */
 	enum source_pace pace;                 /* file only */
@@ -137,7 +137,7 @@ typedef void (*source_state_cb)(void *ud, enum source_state st, const char *why)
  * file here and fails with its errno (-ENOENT, -EACCES, ...).
  */
 int source_new(struct loop *loop, const struct source_config *cfg, source_data_cb on_data,
-	       source_state_cb on_state, void *ud, struct source **ret_source);
+               source_state_cb on_state, void *ud, struct source **ret_source);
 
 /**
  * source_free - Close and free a source
@@ -206,9 +206,9 @@ struct source_ops {
 	bool reopen;             /* false: a file; failures end in SOURCE_EOF */
 	bool jitter;             /* randomise retry delays by +-20 % */
 	int (*open)(struct source *s);
-	void (*close)(struct source *s);              /* idempotent */
-	void (*destroy)(struct source *s);            /* after close(): free the kind's state */
-	void (*note_valid)(struct source *s);         /* optional */
+	void (*close)(struct source *s);               /* idempotent */
+	void (*destroy)(struct source *s);             /* after close(): free the kind's state */
+	void (*note_valid)(struct source *s);          /* optional */
 	const char *(*detail)(const struct source *s); /* optional */
 };
 

@@ -140,7 +140,13 @@ static void meter_tick(struct file_src *f)
 
 static void meter_fill(struct file_src *f)
 {
-	ssize_t n = read_more(f);
+	ssize_t n;
+
+	if (f->len == f->cap) { /* a read of 0 bytes would look like the end */
+		want_readable(f, false);
+		return;
+	}
+	n = read_more(f);
 
 	if (n == -EAGAIN)
 		return;
@@ -237,14 +243,14 @@ static const char *file_detail(const struct source *s)
 }
 
 static const struct source_ops file_ops = {
-	.open_verb = "open",
-	.lost_phrase = "failed",
-	.reopen = false,
-	.jitter = false,
-	.open = file_open,
-	.close = file_close,
-	.destroy = file_destroy,
-	.detail = file_detail,
+        .open_verb = "open",
+        .lost_phrase = "failed",
+        .reopen = false,
+        .jitter = false,
+        .open = file_open,
+        .close = file_close,
+        .destroy = file_destroy,
+        .detail = file_detail,
 };
 
 int source_file_setup(struct source *s, const struct source_config *cfg)

@@ -21,7 +21,6 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
-#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -37,8 +36,8 @@ struct serial_preset {
 
 /* Order is the auto-detection order; indexes match enum source_serial_mode - 1. */
 static const struct serial_preset presets[] = {
-	{"115200-8N1", 115200, 8, SP_PARITY_NONE, B115200, CS8, SOURCE_SERIAL_PROBE_115200_MS},
-	{"9600-7E1", 9600, 7, SP_PARITY_EVEN, B9600, CS7 | PARENB, SOURCE_SERIAL_PROBE_9600_MS},
+        {"115200-8N1", 115200, 8, SP_PARITY_NONE, B115200, CS8, SOURCE_SERIAL_PROBE_115200_MS},
+        {"9600-7E1", 9600, 7, SP_PARITY_EVEN, B9600, CS7 | PARENB, SOURCE_SERIAL_PROBE_9600_MS},
 };
 #define N_PRESETS (sizeof(presets) / sizeof(presets[0]))
 
@@ -65,14 +64,22 @@ static int sp_errno(void)
 	return e > 0 ? e : EIO;
 }
 
-/* libserialport path. -ENOTSUP: the device exists but libserialport will not take it. */
+/* libserialport path. -ENOTSUP: the device exists but libserialport will not take it.
+ * libserialport 0.1.1 looks the name up under /sys/class/tty, which fails for a
+ * /dev/serial/by-id link, so the link is resolved first (that also tells an absent device,
+ * ENOENT, from one libserialport does not know). */
 static int open_sp(struct serial_src *ss, const char *path)
 {
 	struct sp_port *port;
-	struct stat st;
+	char *real = realpath(path, NULL);
+	enum sp_return r;
 
-	if (sp_get_port_by_name(path, &port) != SP_OK)
-		return stat(path, &st) < 0 ? -errno : -ENOTSUP;
+	if (!real)
+		return -errno;
+	r = sp_get_port_by_name(real, &port);
+	free(real);
+	if (r != SP_OK)
+		return -ENOTSUP;
 	if (sp_open(port, SP_MODE_READ) != SP_OK) {
 		int e = sp_errno();
 		sp_free_port(port);
@@ -164,8 +171,8 @@ static void raise_data_request(struct serial_src *ss)
 	if (r < 0 && !ss->dr_warned) {
 		/* a pty, or an adapter without modem lines: the meter may still send on its own */
 		log_warning("meter %s: cannot raise %s on %s (%s), reading without Data Request",
-			    source_impl_name(ss->src), source_data_request_name(ss->data_request),
-			    source_impl_path(ss->src), strerror(-r));
+		            source_impl_name(ss->src), source_data_request_name(ss->data_request),
+		            source_impl_path(ss->src), strerror(-r));
 		ss->dr_warned = true;
 	}
 }
@@ -200,10 +207,10 @@ static void on_probe_timer(struct loop_timer *t, void *ud)
 	ss->preset = (ss->preset + 1) % N_PRESETS;
 	if (!ss->probing_logged)
 		log_info("meter %s: no valid telegram at %s from %s, trying other serial settings",
-			 source_impl_name(ss->src), presets[old].name, source_impl_path(ss->src));
+		         source_impl_name(ss->src), presets[old].name, source_impl_path(ss->src));
 	else
 		log_debug("meter %s: trying %s", source_impl_name(ss->src),
-			  presets[ss->preset].name);
+		          presets[ss->preset].name);
 	ss->probing_logged = true;
 	r = apply_preset(ss);
 	if (r < 0) {
@@ -222,8 +229,12 @@ static int serial_open(struct source *s)
 	int r;
 
 	r = open_sp(ss, path);
-	if (r == -ENOTSUP)
+	if (r == -ENOTSUP) {
 		r = open_termios(ss, path);
+		if (r == 0)
+			log_debug("meter %s: %s opened with termios (libserialport refused it)",
+			          source_impl_name(s), path);
+	}
 	if (r < 0)
 		return r;
 	/* exclusive: later opens get EBUSY (TIOCEXCL; root bypasses it, flock catches a second
@@ -287,7 +298,8 @@ static void serial_note_valid(struct source *s)
 	ss->probing_logged = false;
 	loop_timer_disarm(ss->probe_timer);
 	if (ss->announced != (int)ss->preset) {
-		log_notice("meter %s: settled on %s", source_impl_name(s), presets[ss->preset].name);
+		log_notice("meter %s: settled on %s", source_impl_name(s),
+		           presets[ss->preset].name);
 		ss->announced = (int)ss->preset;
 	}
 }
@@ -300,15 +312,15 @@ static const char *serial_detail(const struct source *s)
 }
 
 static const struct source_ops serial_ops = {
-	.open_verb = "open",
-	.lost_phrase = "disappeared",
-	.reopen = true,
-	.jitter = false,
-	.open = serial_open,
-	.close = serial_close,
-	.destroy = serial_destroy,
-	.note_valid = serial_note_valid,
-	.detail = serial_detail,
+        .open_verb = "open",
+        .lost_phrase = "disappeared",
+        .reopen = true,
+        .jitter = false,
+        .open = serial_open,
+        .close = serial_close,
+        .destroy = serial_destroy,
+        .note_valid = serial_note_valid,
+        .detail = serial_detail,
 };
 
 int source_serial_setup(struct source *s, const struct source_config *cfg)
@@ -337,7 +349,7 @@ int source_serial_setup(struct source *s, const struct source_config *cfg)
 	}
 	if (cfg->data_request > SOURCE_DATA_REQUEST_RTS) {
 		log_error("meter %s: unknown data request line %d", cfg->name,
-			  (int)cfg->data_request);
+		          (int)cfg->data_request);
 		return -EINVAL;
 	}
 	return loop_timer_new(source_impl_loop(s), on_probe_timer, ss, &ss->probe_timer);

@@ -103,7 +103,7 @@ static int resolve(struct tcp_src *t, const struct source_config *cfg)
 
 	if (split_host_port(cfg->path, host, sizeof(host), port, sizeof(port)) < 0) {
 		log_error("meter %s: \"%s\" is not host:port (IPv6 as [address]:port)", cfg->name,
-			  cfg->path);
+		          cfg->path);
 		return -EINVAL;
 	}
 	hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
@@ -116,7 +116,7 @@ static int resolve(struct tcp_src *t, const struct source_config *cfg)
 	if (e) {
 		int err = gai_to_errno(e);
 		log_error("meter %s: cannot resolve %s: %s", cfg->name, host,
-			  e == EAI_SYSTEM ? strerror(err) : gai_strerror(e));
+		          e == EAI_SYSTEM ? strerror(err) : gai_strerror(e));
 		return -err;
 	}
 	for (struct addrinfo *ai = res; ai && t->naddr < TCP_MAX_ADDRS; ai = ai->ai_next) {
@@ -128,10 +128,10 @@ static int resolve(struct tcp_src *t, const struct source_config *cfg)
 		memcpy(&a->ss, ai->ai_addr, ai->ai_addrlen);
 		a->len = ai->ai_addrlen;
 		if (getnameinfo(ai->ai_addr, ai->ai_addrlen, num, sizeof(num), NULL, 0,
-				NI_NUMERICHOST))
+		                NI_NUMERICHOST))
 			snprintf(num, sizeof(num), "?");
 		snprintf(a->text, sizeof(a->text), ai->ai_family == AF_INET6 ? "[%s]:%s" : "%s:%s",
-			 num, port);
+		         num, port);
 		t->naddr++;
 	}
 	freeaddrinfo(res);
@@ -210,8 +210,8 @@ static int tcp_open(struct source *s)
 		r = -errno;
 		goto fail;
 	}
-	r = loop_watch_add(source_impl_loop(s), t->fd, t->connecting ? EPOLLOUT : EPOLLIN,
-			   on_event, t, &t->watch);
+	r = loop_watch_add(source_impl_loop(s), t->fd, t->connecting ? EPOLLOUT : EPOLLIN, on_event,
+	                   t, &t->watch);
 	if (r < 0)
 		goto fail;
 	return t->connecting ? -EINPROGRESS : 0;
@@ -250,14 +250,14 @@ static const char *tcp_detail(const struct source *s)
 }
 
 static const struct source_ops tcp_ops = {
-	.open_verb = "connect to",
-	.lost_phrase = "connection lost",
-	.reopen = true,
-	.jitter = true,
-	.open = tcp_open,
-	.close = tcp_close,
-	.destroy = tcp_destroy,
-	.detail = tcp_detail,
+        .open_verb = "connect to",
+        .lost_phrase = "connection lost",
+        .reopen = true,
+        .jitter = true,
+        .open = tcp_open,
+        .close = tcp_close,
+        .destroy = tcp_destroy,
+        .detail = tcp_detail,
 };
 
 int source_tcp_setup(struct source *s, const struct source_config *cfg)

@@ -97,7 +97,7 @@ static void set_journal_stream(bool matching)
 
 	assert_int_equal(fstat(STDERR_FILENO, &st), 0);
 	snprintf(buf, sizeof(buf), "%llu:%llu", (unsigned long long)st.st_dev,
-		 (unsigned long long)st.st_ino + (matching ? 0 : 1));
+	         (unsigned long long)st.st_ino + (matching ? 0 : 1));
 	setenv("JOURNAL_STREAM", buf, 1);
 }
 
@@ -108,12 +108,12 @@ static void test_plain_format(void **state)
 	assert_int_equal(log_get_target(), LOG_TARGET_PLAIN);
 	log_warning("meter %s: %d telegrams", "main", 3);
 	assert_matches(captured(c), "^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2} "
-				    "warning: meter main: 3 telegrams\n$");
+	                            "warning: meter main: 3 telegrams\n$");
 	log_error("e");
 	log_notice("n");
 	log_info("i");
 	assert_matches(captured(c), "^[-0-9 :]{20}error: e\n[-0-9 :]{20}notice: n\n"
-				    "[-0-9 :]{20}info: i\n$");
+	                            "[-0-9 :]{20}info: i\n$");
 }
 
 static void test_journal_format(void **state)
@@ -218,7 +218,7 @@ static void test_ratelimit(void **state)
 	/* 37 more within the minute: counted only */
 	for (int i = 1; i <= 37; i++)
 		assert_false(log_ratelimit(&rl, t0 + (uint64_t)i * 1000, LOG_WARNING,
-					   "CRC mismatch #%d", i));
+		                           "CRC mismatch #%d", i));
 	assert_string_equal(captured(c), "");
 	assert_int_equal(rl.suppressed, 37);
 	assert_false(log_ratelimit_flush(&rl, t0 + 59999, false)); /* not yet due */
@@ -265,14 +265,14 @@ static void test_ratelimit_long_gap(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_plain_format, capture_start, capture_stop),
-		cmocka_unit_test_setup_teardown(test_journal_format, capture_start, capture_stop),
-		cmocka_unit_test_setup_teardown(test_priority_filter, capture_start, capture_stop),
-		cmocka_unit_test_setup_teardown(test_one_line_per_event, capture_start,
-						capture_stop),
-		cmocka_unit_test_setup_teardown(test_ratelimit, capture_start, capture_stop),
-		cmocka_unit_test_setup_teardown(test_ratelimit_long_gap, capture_start,
-						capture_stop),
+	        cmocka_unit_test_setup_teardown(test_plain_format, capture_start, capture_stop),
+	        cmocka_unit_test_setup_teardown(test_journal_format, capture_start, capture_stop),
+	        cmocka_unit_test_setup_teardown(test_priority_filter, capture_start, capture_stop),
+	        cmocka_unit_test_setup_teardown(test_one_line_per_event, capture_start,
+	                                        capture_stop),
+	        cmocka_unit_test_setup_teardown(test_ratelimit, capture_start, capture_stop),
+	        cmocka_unit_test_setup_teardown(test_ratelimit_long_gap, capture_start,
+	                                        capture_stop),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -224,7 +224,7 @@ static void test_timer_free_inside_callback(void **state)
 	assert_int_equal(loop_timer_new(l, on_killer, &k, &k.self), 0);
 	assert_int_equal(loop_timer_new(l, on_victim, &k, &k.victim), 0);
 	assert_int_equal(loop_timer_new(l, on_after, l, &after), 0);
-	loop_timer_arm(k.self, 10, 10); /* periodic, freed in its first run */
+	loop_timer_arm(k.self, 10, 10);  /* periodic, freed in its first run */
 	loop_timer_arm(k.victim, 10, 0); /* same deadline, armed later: runs after the killer */
 	loop_timer_arm(after, 60, 0);
 	assert_int_equal(loop_run(l), 0);
@@ -361,6 +361,63 @@ static void test_fd_watch_pipe(void **state)
 	assert_int_equal(ps.len, 5);
 	assert_memory_equal(ps.got, "hello", 5);
 	close(ps.rfd);
+	loop_free(l);
+}
+
+struct paused {
+	struct loop *l;
+	int calls;
+	uint32_t events;
+	int iterations;
+};
+
+static void on_paused_fd(struct loop_watch *w, int fd, uint32_t events, void *ud)
+{
+	struct paused *p = ud;
+
+	(void)fd;
+	p->calls++;
+	p->events = events;
+	loop_watch_remove(w);
+	loop_quit(p->l, 4);
+}
+
+static void on_count_iteration(struct loop *l, void *ud)
+{
+	(void)l;
+	((struct paused *)ud)->iterations++;
+}
+
+static void test_paused_watch_ignores_hangup(void **state)
+{
+	(void)state;
+	struct loop_timer *guard;
+	struct loop *l = new_loop(&guard, 100);
+	struct paused p = {.l = l};
+	struct loop_watch *w, *dup;
+	int fds[2];
+
+	assert_int_equal(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+	close(fds[1]); /* the read end hangs up at once, and stays hung up */
+	assert_int_equal(loop_hook_add(l, on_count_iteration, &p, NULL), 0);
+	assert_int_equal(loop_watch_add(l, fds[0], 0, on_paused_fd, &p, &w), 0);
+	assert_int_equal(loop_run(l), GUARD_CODE);
+	assert_int_equal(p.calls, 0);
+	assert_true(p.iterations < 5); /* slept until the guard, no spinning on EPOLLHUP */
+
+	/* paused after being active, then active again */
+	assert_int_equal(loop_watch_modify(w, EPOLLIN), 0);
+	assert_int_equal(loop_watch_modify(w, 0), 0);
+	loop_timer_arm(guard, 50, 0);
+	assert_int_equal(loop_run(l), GUARD_CODE);
+	assert_int_equal(p.calls, 0);
+	assert_int_equal(loop_watch_modify(w, EPOLLIN), 0);
+	loop_timer_arm(guard, 1000, 0);
+	assert_int_equal(loop_run(l), 4);
+	assert_int_equal(p.calls, 1);
+	assert_true(p.events & EPOLLHUP);
+	assert_int_equal(loop_watch_add(l, -1, 0, on_paused_fd, &p, &dup), -EINVAL);
+	close(fds[0]);
 	loop_free(l);
 }
 
@@ -544,16 +601,17 @@ static void test_quit_before_run_and_first_code_wins(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_timers_fire_in_order),
-		cmocka_unit_test(test_periodic_timer),
-		cmocka_unit_test(test_timer_rearm_and_cancel),
-		cmocka_unit_test(test_timer_free_inside_callback),
-		cmocka_unit_test(test_watch_remove_inside_callback),
-		cmocka_unit_test(test_fd_watch_pipe),
-		cmocka_unit_test(test_regular_file_is_eperm),
-		cmocka_unit_test(test_signals),
-		cmocka_unit_test(test_hooks),
-		cmocka_unit_test(test_quit_before_run_and_first_code_wins),
+	        cmocka_unit_test(test_timers_fire_in_order),
+	        cmocka_unit_test(test_periodic_timer),
+	        cmocka_unit_test(test_timer_rearm_and_cancel),
+	        cmocka_unit_test(test_timer_free_inside_callback),
+	        cmocka_unit_test(test_watch_remove_inside_callback),
+	        cmocka_unit_test(test_fd_watch_pipe),
+	        cmocka_unit_test(test_paused_watch_ignores_hangup),
+	        cmocka_unit_test(test_regular_file_is_eperm),
+	        cmocka_unit_test(test_signals),
+	        cmocka_unit_test(test_hooks),
+	        cmocka_unit_test(test_quit_before_run_and_first_code_wins),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -143,10 +143,10 @@ static void test_watchdog_usec(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_messages, start, stop),
-		cmocka_unit_test_setup_teardown(test_noop_without_socket, start, stop),
-		cmocka_unit_test_setup_teardown(test_socket_gone_is_an_error, start, stop),
-		cmocka_unit_test_setup_teardown(test_watchdog_usec, start, stop),
+	        cmocka_unit_test_setup_teardown(test_messages, start, stop),
+	        cmocka_unit_test_setup_teardown(test_noop_without_socket, start, stop),
+	        cmocka_unit_test_setup_teardown(test_socket_gone_is_an_error, start, stop),
+	        cmocka_unit_test_setup_teardown(test_watchdog_usec, start, stop),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
