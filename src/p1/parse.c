@@ -29,6 +29,7 @@ struct line {
 	struct slice g[P1_MAX_GROUPS];
 	unsigned ng;
 	bool bad;
+	bool joined; /* start..end is a copy in the arena (a wrapped value was joined) */
 	unsigned lineno;
 };
 
@@ -101,16 +102,25 @@ static struct p1_text hex_text(struct p1_telegram *t, struct slice s)
 	return r;
 }
 
-static const char *const units[] = {
-	"kWh", "Wh", "MWh", "kW", "W", "MW", "V", "A", "m3", "GJ", "MJ", "kvarh", "varh",
-	"kvar", "var", "kVA", "VA", "kVAh", "Hz", "s", "min", "h", "%", "l",
+#define U(s) {s, sizeof(s) - 1}
+static const struct {
+	const char *s;
+	size_t n;
+} units[] = {
+	U("kWh"), U("kW"), U("V"), U("A"), U("m3"), U("Wh"), U("W"), U("GJ"), U("kvarh"),
+	U("kvar"), U("kVA"), U("varh"), U("var"), U("VA"), U("kVAh"), U("MWh"), U("MW"),
+	U("MJ"), U("Hz"), U("s"), U("min"), U("h"), U("%"), U("l"),
 };
+#undef U
 
 static const char *unit_canonical(struct p1_telegram *t, struct slice u)
 {
-	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-		if (strlen(units[i]) == u.n && !strncasecmp(units[i], u.p, u.n))
-			return units[i];
+	/* exact spelling first (what meters send), then any case ("kVar", "Kvar") */
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+			if (units[i].n == u.n && (pass ? !strncasecmp(units[i].s, u.p, u.n)
+						       : !memcmp(units[i].s, u.p, u.n)))
+				return units[i].s;
 	char *d = arena_alloc(t, u.n);
 	if (d)
 		memcpy(d, u.p, u.n);
@@ -125,24 +135,25 @@ static bool parse_num(struct ctx *c, struct slice s, struct p1_num *out, const c
 	bool neg = false, dot = false;
 	if (p < e && (*p == '-' || *p == '+'))
 		neg = *p++ == '-';
-	int64_t m = 0;
+	uint64_t m = 0;
 	unsigned digits = 0, scale = 0;
-	for (; p < e; p++) {
-		if (*p >= '0' && *p <= '9') {
-			if (m > (INT64_MAX - 9) / 10)
-				return false;
-			m = m * 10 + (*p - '0');
-			digits++;
-			scale += dot;
-		} else if (*p == '.' && !dot) {
-			dot = true;
-		} else {
-			break;
-		}
+	const char *d = p;
+	while (p < e && (unsigned)(*p - '0') <= 9)
+		m = m * 10 + (unsigned)(*p++ - '0');
+	digits = (unsigned)(p - d);
+	if (p < e && *p == '.') {
+		d = ++p;
+		while (p < e && (unsigned)(*p - '0') <= 9)
+			m = m * 10 + (unsigned)(*p++ - '0');
+		scale = (unsigned)(p - d);
+		digits += scale;
+		dot = true;
 	}
-	if (!digits)
+	/* 18 digits always fit in 63 bits; more are refused rather than wrapped */
+	if (!digits || digits > 18)
 		return false;
-	struct p1_num n = {.mant = neg ? -m : m, .scale = (uint8_t)scale};
+	(void)dot;
+	struct p1_num n = {.mant = neg ? -(int64_t)m : (int64_t)m, .scale = (uint8_t)scale};
 	while (p < e && is_space(*p))
 		p++;
 	if (p < e) {
@@ -191,9 +202,32 @@ static const char *read_u8(const char *p, const char *e, uint8_t *out)
 	return p;
 }
 
+/* The common case, "1-0:1.8.1(": digits and separators only. NULL when anything else. Lines
+ * live in NUL-terminated storage (the telegram copy or the arena), so the loops stop at a
+ * non-digit without checking e on every byte; the result is checked against e once. */
+static const char *read_obis_fast(const char *p, const char *e, uint8_t o[5])
+{
+	static const char seps[5] = {'-', ':', '.', '.', '('};
+	const char *start = p;
+	for (int i = 0; i < 5; i++) {
+		const char *d = p;
+		unsigned v = 0;
+		while ((unsigned)(*p - '0') <= 9)
+			v = v * 10 + (unsigned)(*p++ - '0');
+		if (p == d || p - d > 3 || v > 255 || *p != seps[i])
+			return NULL;
+		o[i] = (uint8_t)v;
+		p += i < 4;
+	}
+	return p < e && p > start ? p : NULL;
+}
+
 /* A-B:C.D.E with an optional .F or *F; ':' or '.' accepted between C, D and E. */
 static const char *read_obis(const char *p, const char *e, uint8_t o[5])
 {
+	const char *fast = read_obis_fast(p, e, o);
+	if (fast)
+		return fast;
 	static const char seps[4][2] = {{'-', '-'}, {':', ':'}, {'.', ':'}, {'.', ':'}};
 	for (int i = 0; i < 5; i++) {
 		if (!(p = read_u8(p, e, &o[i])))
@@ -247,7 +281,14 @@ static void read_groups(struct ctx *c, struct line *l, const char *p, const char
 
 static void start_line(struct ctx *c, struct line *l, const char *p, const char *e, unsigned n)
 {
-	*l = (struct line){.start = p, .end = e, .lineno = n};
+	/* field by field: zeroing the whole struct would clear the group array every line */
+	l->start = p;
+	l->end = e;
+	l->lineno = n;
+	l->ng = 0;
+	l->bad = false;
+	l->joined = false;
+	l->has_obis = false;
 	const char *q = read_obis(p, e, l->o);
 	if (q && q < e && *q == '(') {
 		l->has_obis = true;
@@ -390,7 +431,18 @@ static void sort_events(struct p1_telegram *t)
 }
 
 /* 1-0:99.97.0(z)(0-0:96.7.19)(TST)(dur*s)...; empty "()" means no entries. */
+static bool h_events_read(struct ctx *c, const struct line *l);
+
+/* All or nothing: a log that cannot be read leaves no entries behind. */
 static bool h_events(struct ctx *c, const struct line *l)
+{
+	if (h_events_read(c, l))
+		return true;
+	c->t->n_events = 0;
+	return false;
+}
+
+static bool h_events_read(struct ctx *c, const struct line *l)
 {
 	struct p1_telegram *t = c->t;
 	unsigned i = 0;
@@ -428,12 +480,22 @@ static bool h_events(struct ctx *c, const struct line *l)
 	return true;
 }
 
+static int h_demand_read(struct ctx *c, const struct line *l);
+
 /* 0-0:98.1.0(n)(1-0:1.6.0)(1-0:1.6.0)(P)(T)(V)...; returns -1 for another layout. */
 static int h_demand(struct ctx *c, const struct line *l)
 {
-	struct p1_telegram *t = c->t;
 	if (l->ng < 3 || !looks_like_obis(l->g[1]) || !looks_like_obis(l->g[2]))
 		return -1;
+	int r = h_demand_read(c, l);
+	if (r == 0)
+		c->t->n_demand = 0; /* all or nothing */
+	return r;
+}
+
+static int h_demand_read(struct ctx *c, const struct line *l)
+{
+	struct p1_telegram *t = c->t;
 	for (unsigned i = 3; i + 2 < l->ng; i += 3) {
 		if (t->n_demand == P1_MAX_DEMAND) {
 			t->warnings |= P1_WARN_TOO_MANY;
@@ -788,6 +850,8 @@ bool p1_telegram_copy(struct p1_telegram *dst, const struct p1_telegram *src)
 	for (unsigned i = 0; i < P1_MAX_MBUS; i++) {
 		rebase_value(dst, src, &dst->mbus[i].id, P1_KIND_TEXT);
 		rebase_value(dst, src, &dst->mbus[i].value, P1_KIND_NUMBER);
+		rebase_value(dst, src, &dst->mbus[i].valve, P1_KIND_NUMBER);
+		rebase_value(dst, src, &dst->mbus[i].relay, P1_KIND_NUMBER);
 	}
 	for (unsigned i = 0; i < dst->n_demand; i++)
 		if (dst->demand[i].value.unit)
@@ -822,6 +886,8 @@ static const char *next_line(const char *p, const char *e, const char **ret_end)
 
 static bool unterminated(const char *p, const char *e)
 {
+	if (e > p && e[-1] == ')')
+		return false;
 	bool open = false;
 	for (; p < e; p++)
 		if (*p == '(')
@@ -879,7 +945,8 @@ static void read_lines(struct ctx *c, const char *p, const char *e)
 			break;
 		if (*p == '(' && pending) {
 			read_groups(c, &l, p, le);
-			l.end = le;
+			if (!l.joined) /* a joined line lives in the arena: its raw text ends there */
+				l.end = le;
 		} else {
 			if (pending)
 				dispatch(c, &l);
@@ -887,6 +954,7 @@ static void read_lines(struct ctx *c, const char *p, const char *e)
 			if (unterminated(p, le) && next < e) /* a long value wrapped onto the next line */
 				lp = join_next(c->t, &p, &le, &next, e, &n);
 			start_line(c, &l, lp ? lp : p, le, n);
+			l.joined = lp != NULL;
 			pending = true;
 			data_lines++;
 		}
