@@ -235,7 +235,7 @@ static void on_reload(struct loop *l, int signo, void *ud)
 		log_error("reload failed, keeping the running configuration");
 	} else if (config_needs_restart(d->cfg, c, what, sizeof(what))) {
 		apply_log_level(d, c);
-		log_warning("reload: %s changed; restart p1d to apply it (other changes applied)", what);
+		log_warning("reload: %s changed and needs a restart; only log_level was applied", what);
 		config_free(c);
 	} else {
 		apply_log_level(d, c);
@@ -293,7 +293,8 @@ static int start(struct daemon *d)
 	if (wd_usec && d->cfg->g.watchdog) {
 		if ((r = loop_timer_new(d->loop, on_watchdog, d, &d->watchdog)) < 0)
 			return r;
-		loop_timer_arm(d->watchdog, 0, wd_usec / 2000 ? wd_usec / 2000 : 1);
+		/* a quarter of the interval: a ping is never later than WatchdogSec/3 */
+		loop_timer_arm(d->watchdog, 0, wd_usec / 4000 ? wd_usec / 4000 : 1);
 	}
 	return 0;
 }

@@ -29,10 +29,11 @@ struct meter {
 	bool have_latest;
 	bool finished;
 	struct loop_timer *gap; /* cuts a frame the meter stopped sending */
+	uint32_t gap_ms;        /* 0: never (files) */
 	struct sink sinks[METER_SINKS_MAX];
 	size_t n_sinks;
 	struct meter_stats st;
-	struct log_ratelimit errlog;
+	struct log_ratelimit errlog[P1_ERR_COUNT]; /* one summary per reason */
 	void (*finished_cb)(void *ud, struct meter *m);
 	void *finished_ud;
 };
@@ -80,7 +81,8 @@ static void on_result(void *ud, const struct p1_result *r)
 		m->st.rejected++;
 		char msg[256];
 		p1_result_describe(r, msg, sizeof(msg));
-		log_ratelimit(&m->errlog, loop_now_ms(), LOG_WARNING, "meter %s: %s", m->name, msg);
+		log_ratelimit(&m->errlog[r->error], loop_now_ms(), LOG_WARNING, "meter %s: %s",
+		              m->name, msg);
 		return;
 	}
 	const struct p1_telegram *t = r->telegram;
@@ -113,8 +115,8 @@ static void on_gap(struct loop_timer *t, void *ud)
 void meter_feed(struct meter *m, const uint8_t *buf, size_t len)
 {
 	p1_decoder_feed(m->dec, buf, len, on_result, m);
-	if (p1_decoder_busy(m->dec))
-		loop_timer_arm(m->gap, METER_GAP_MS, 0);
+	if (m->gap_ms && p1_decoder_busy(m->dec))
+		loop_timer_arm(m->gap, m->gap_ms, 0);
 	else
 		loop_timer_disarm(m->gap);
 }
@@ -197,7 +199,8 @@ int meter_new(struct loop *loop, const struct config_meter *cfg, const struct p1
 		return -ENOMEM;
 	snprintf(m->name, sizeof(m->name), "%s", cfg->name);
 	m->loop = loop;
-	m->errlog = (struct log_ratelimit)LOG_RATELIMIT_INIT(METER_ERROR_SUMMARY_MS);
+	for (size_t i = 0; i < P1_ERR_COUNT; i++)
+		m->errlog[i] = (struct log_ratelimit)LOG_RATELIMIT_INIT(METER_ERROR_SUMMARY_MS);
 	int r = decoder_from(cfg, tz, &m->dec);
 	if (r == 0) {
 		m->latest = p1_telegram_new((size_t)cfg->max_telegram_bytes + 16);
@@ -209,6 +212,9 @@ int meter_new(struct loop *loop, const struct config_meter *cfg, const struct p1
 		struct source_config sc;
 		char hostport[300];
 		source_config_from(cfg, &sc);
+		m->gap_ms = sc.kind == SOURCE_SERIAL ? METER_GAP_SERIAL_MS
+			    : sc.kind == SOURCE_TCP  ? METER_GAP_TCP_MS
+						     : 0;
 		if (sc.kind == SOURCE_TCP) {
 			bool v6 = cfg->tcp.host && strchr(cfg->tcp.host, ':');
 			snprintf(hostport, sizeof(hostport), v6 ? "[%s]:%d" : "%s:%d",
@@ -229,8 +235,9 @@ struct meter *meter_free(struct meter *m)
 {
 	if (!m)
 		return NULL;
-	if (m->errlog.suppressed)
-		log_ratelimit_flush(&m->errlog, loop_now_ms(), true);
+	for (size_t i = 0; i < P1_ERR_COUNT; i++)
+		if (m->errlog[i].suppressed)
+			log_ratelimit_flush(&m->errlog[i], loop_now_ms(), true);
 	source_free(m->src);
 	loop_timer_free(m->gap);
 	p1_decoder_free(m->dec);
@@ -241,7 +248,8 @@ struct meter *meter_free(struct meter *m)
 
 void meter_tick(struct meter *m)
 {
-	log_ratelimit_flush(&m->errlog, loop_now_ms(), false);
+	for (size_t i = 0; i < P1_ERR_COUNT; i++)
+		log_ratelimit_flush(&m->errlog[i], loop_now_ms(), false);
 }
 
 static int add(struct meter *m, meter_sink_cb cb, meter_raw_cb raw, void *ud)

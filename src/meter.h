@@ -22,8 +22,12 @@ struct meter;
 struct config_meter;
 
 #define METER_SINKS_MAX 8
-/* A frame in progress with no byte for this long is cut (the meter stopped mid-telegram). */
-#define METER_GAP_MS 2000u
+/* A frame in progress with no byte for this long was cut (the meter stopped mid-telegram, a
+ * cable was pulled): drop it, so that it cannot swallow the next telegram. A meter sends a
+ * telegram without pauses, so a serial line that is quiet this long mid-frame was cut; a TCP
+ * bridge may add network jitter. Files are read to the end and flushed there. */
+#define METER_GAP_SERIAL_MS 600u
+#define METER_GAP_TCP_MS 1500u
 /* Rejected frames are logged once, then summarised at most this often. */
 #define METER_ERROR_SUMMARY_MS 60000u
 

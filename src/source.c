@@ -237,6 +237,11 @@ void source_impl_failed(struct source *s, int err, const char *what)
 	if (was_up && now - s->up_since_ms >= s->cfg.backoff_max_ms)
 		s->backoff_ms = SOURCE_BACKOFF_MIN_MS;
 	uint64_t delay = next_backoff(s);
+	/* a device node that is gone (USB cable unplugged) costs nothing to look for: check every
+	 * second so reading resumes within a second or two of it coming back */
+	if (!s->ops->jitter && (err == ENOENT || err == ENODEV || err == ENXIO) &&
+	    delay > SOURCE_ABSENT_POLL_MS)
+		delay = SOURCE_ABSENT_POLL_MS;
 	fmt_duration(cap, sizeof(cap), s->cfg.backoff_max_ms);
 	/* one warning when it goes away, another only if the reason attempts fail changes
 	 * (say from "No such file" to "Permission denied"); each attempt at debug level */

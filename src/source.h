@@ -28,6 +28,8 @@ struct source;
 #define SOURCE_BACKOFF_MIN_MS 250u
 /* Default cap of the retry delay. */
 #define SOURCE_BACKOFF_MAX_DEFAULT_MS 30000u
+/* A serial device node that does not exist is looked for this often, whatever the backoff. */
+#define SOURCE_ABSENT_POLL_MS 1000u
 /* Default data watchdog: reopen after this long without a valid telegram. */
 #define SOURCE_STALE_DEFAULT_MS 30000u
 /* Default period of a file source in meter pace: one telegram per period. */

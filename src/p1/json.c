@@ -80,8 +80,12 @@ static void put_events(struct out *o, const struct p1_telegram *t)
 			put(o, ",", 1);
 		puts_(o, "{\"end\":");
 		put_time(o, &t->events[i].end);
-		char tmp[32];
-		snprintf(tmp, sizeof(tmp), ",\"duration\":%lld}", (long long)t->events[i].duration_s);
+		char tmp[48];
+		if (t->events[i].duration_s < 0)
+			snprintf(tmp, sizeof(tmp), ",\"duration\":null}");
+		else
+			snprintf(tmp, sizeof(tmp), ",\"duration\":%lld}",
+				 (long long)t->events[i].duration_s);
 		puts_(o, tmp);
 	}
 	put(o, "]", 1);

@@ -469,6 +469,8 @@ static bool h_events_read(struct ctx *c, const struct line *l)
 		int64_t d = n.mant;
 		for (unsigned k = 0; k < n.scale; k++)
 			d /= 10;
+		if (d < 0)
+			d = -1; /* unknown */
 		t->events[t->n_events++] = (struct p1_event){end, d};
 	}
 	if (i < l->ng && !is_empty(l->g[i]))

@@ -151,7 +151,7 @@ static void usage(FILE *f)
 	      "  --pty PATH         serve a pseudo-terminal; PATH becomes a symlink to it\n"
 	      "  --listen HOST:PORT serve every telegram to every TCP client\n"
 	      "  --garbage RATE     chance per telegram of 1-200 random bytes before it\n"
-	      "                     (never '/' or 0xDB, so no telegram is hidden by them)\n"
+	      "                     (never '/', 0xAF or 0xDB: no telegram is hidden)\n"
 	      "  --bit-errors RATE  chance per byte of one flipped bit, after the CRC\n"
 	      "  --truncate RATE    chance per telegram of cutting it at a random point\n"
 	      "  --help             show this help\n\n"
@@ -596,7 +596,7 @@ static size_t add_garbage(struct sim *s, uint8_t *wire)
 	for (size_t i = 0; i < n; i++) {
 		do
 			wire[i] = (uint8_t)sim_rng_below(&s->faults, 256);
-		while (wire[i] == '/' || wire[i] == 0xDB);
+		while ((wire[i] & 0x7f) == '/' || wire[i] == 0xDB); /* 0xAF reads as '/' too */
 	}
 	s->n.garbage++;
 	return n;
