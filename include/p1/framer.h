@@ -23,6 +23,10 @@
 
 #define P1_FRAME_MAX_DEFAULT 16384u /* bytes; longest real telegrams are ~3.5 KiB */
 #define P1_FRAME_MAX_LIMIT (1u << 20)
+#define P1_HEADER_MAX 128u /* identification line; real ones are under 40 characters */
+/* Control characters (not CR, LF, TAB) that make a frame binary noise, not text. */
+#define P1_HEADER_CONTROLS_MAX 2u
+#define P1_BODY_CONTROLS_MAX 3u
 
 enum p1_frame_kind {
 	P1_FRAME_TEXT,      /* data = "/...!CRC\r\n" (masked, CRC line normalised to end in CR LF) */

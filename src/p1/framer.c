@@ -30,6 +30,9 @@ struct p1_framer {
 	unsigned crc_digits;
 	uint16_t crc_value;
 	size_t env_total;   /* ENVELOPE: announced length, 0 while unknown */
+	unsigned controls;  /* control characters seen in this frame (not CR, LF, TAB) */
+	uint8_t *scratch;   /* a rejected frame's tail, framed again (see rescan) */
+	bool rescanning;
 	uint64_t pos;       /* stream offset of the next byte fed */
 	const uint8_t *base;/* the buffer being fed, and its stream offset */
 	uint64_t base_pos;
@@ -61,10 +64,9 @@ struct p1_framer *p1_framer_new(const struct p1_framer_opts *opts)
 	f->opts = o;
 	f->cap = o.max_len + TAIL_ROOM;
 	f->buf = malloc(f->cap);
-	if (!f->buf) {
-		free(f);
-		return NULL;
-	}
+	f->scratch = malloc(f->cap);
+	if (!f->buf || !f->scratch)
+		return p1_framer_free(f);
 	return f;
 }
 
@@ -72,6 +74,7 @@ struct p1_framer *p1_framer_free(struct p1_framer *f)
 {
 	if (f) {
 		free(f->buf);
+		free(f->scratch);
 		free(f);
 	}
 	return NULL;
@@ -112,14 +115,19 @@ static void report(struct p1_framer *f, enum p1_error err, p1_frame_cb cb, void 
 static void begin_text(struct p1_framer *f, uint64_t at)
 {
 	f->st = HEADER;
+	f->controls = 0;
 	f->buf[0] = '/';
 	f->len = 1;
 	f->start = at;
 }
 
-/* CRC over the covered bytes with CR restored before every bare LF. */
+/* CRC over the covered bytes with CR restored before every LF, for frames whose line ends
+ * all lost their CR on the way (a transport or file that rewrote them). A frame that has
+ * some CR LF was not rewritten: it gets no second chance. */
 static bool crc_with_cr(const uint8_t *p, size_t n, uint16_t *ret)
 {
+	if (memmem(p, n, "\r\n", 2))
+		return false;
 	uint16_t crc = 0;
 	bool bare = false;
 	size_t from = 0;
@@ -139,6 +147,38 @@ static bool crc_with_cr(const uint8_t *p, size_t n, uint16_t *ret)
 static bool claims_crc(const uint8_t *p, size_t n)
 {
 	return memmem(p, n, "1-3:0.2.8", 9) || memmem(p, n, "0-0:96.1.4", 10);
+}
+
+static void feed(struct p1_framer *f, const uint8_t *p, size_t n, uint64_t base_pos,
+		 p1_frame_cb cb, void *ud);
+
+/* Where a real identification ("/ISK5", "/KFM5", "/Ene5") starts inside a frame, or 0. */
+static size_t later_header(const uint8_t *b, size_t n)
+{
+	for (size_t k = 1; k + 5 < n; k++) {
+		const uint8_t *h = memchr(b + k, '/', n - 5 - k);
+		if (!h)
+			return 0;
+		k = (size_t)(h - b);
+		bool letters = true;
+		for (int j = 1; j <= 3; j++)
+			letters &= ((h[j] | 0x20) >= 'a' && (h[j] | 0x20) <= 'z');
+		if (letters && h[4] == '5')
+			return k;
+	}
+	return 0;
+}
+
+/* A frame whose CRC failed may be noise that swallowed a real telegram (a '/' in the noise
+ * opened a frame and the real one began mid-line): frame its tail again, once. */
+static void rescan(struct p1_framer *f, uint64_t start, size_t len, p1_frame_cb cb, void *ud)
+{
+	size_t k = later_header(f->scratch, len);
+	if (!k)
+		return;
+	f->rescanning = true;
+	feed(f, f->scratch + k, len - k, start + k, cb, ud);
+	f->rescanning = false;
 }
 
 static void finish_text(struct p1_framer *f, p1_frame_cb cb, void *ud)
@@ -171,8 +211,15 @@ static void finish_text(struct p1_framer *f, p1_frame_cb cb, void *ud)
 	} else if (claims_crc(f->buf, f->crc_covered)) {
 		fr.error = P1_ERR_CRC_MISSING;
 	}
+	bool again = fr.error == P1_ERR_CRC && !f->rescanning;
+	if (again)
+		memcpy(f->scratch, f->buf, f->len);
+	uint64_t start = f->start;
+	size_t len = f->len;
 	p1_framer_reset(f);
 	cb(ud, &fr);
+	if (again)
+		rescan(f, start, len, cb, ud);
 }
 
 static int hexdigit(uint8_t c)
@@ -209,28 +256,41 @@ static const uint8_t *hunt(struct p1_framer *f, const uint8_t *p, const uint8_t 
 	return p;
 }
 
+/* The identification line: printable text of bounded length up to LF. Anything else means
+ * the '/' was noise; hunting resumes at the offending byte (which may be a real '/' or 0xDB). */
 static const uint8_t *header(struct p1_framer *f, const uint8_t *p, const uint8_t *end,
 			     p1_frame_cb cb, void *ud)
 {
 	for (; p < end; p++) {
 		uint8_t b = *p & 0x7f;
-		if (b == '/') { /* the first '/' was noise */
-			f->garbage += f->len;
-			begin_text(f, OFFSET(f, p));
-			continue;
-		}
-		if (f->len >= f->opts.max_len) {
+		if (f->len >= P1_HEADER_MAX || f->len >= f->opts.max_len) {
 			report(f, P1_ERR_TOO_LONG, cb, ud);
 			return p;
 		}
-		f->buf[f->len++] = b;
 		if (b == '\n') {
+			f->buf[f->len++] = b;
 			f->st = BODY;
 			f->line_start = true;
 			return p + 1;
 		}
+		/* a stray control character or two is tolerated (test data with "\2" in the
+		 * header exists); binary noise has one in every four bytes */
+		bool control = (b < 0x20 || b == 0x7f) && b != '\r' && b != '\t';
+		if (control)
+			f->controls++;
+		if (b == '/' || *p == 0xDB || f->controls > P1_HEADER_CONTROLS_MAX) {
+			f->garbage += f->len;
+			p1_framer_reset(f);
+			return p; /* HUNT looks at this byte again */
+		}
+		f->buf[f->len++] = b;
 	}
 	return p;
+}
+
+static bool is_control(uint8_t b)
+{
+	return (b < 0x20 && b != '\r' && b != '\n' && b != '\t') || b == 0x7f;
 }
 
 /* Copy n bytes with bit 7 cleared, eight at a time. */
@@ -247,12 +307,48 @@ static void mask7(uint8_t *restrict d, const uint8_t *restrict s, size_t n)
 		d[k] = s[k] & 0x7f;
 }
 
+/* Control characters (not CR, LF, TAB) among n 7-bit bytes. A word is looked at byte by
+ * byte only when the SWAR test says it holds a byte below 0x20 or equal to 0x7f. */
+static unsigned count_controls(const uint8_t *d, size_t n)
+{
+	const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+	unsigned controls = 0;
+	size_t k = 0;
+	for (; k + 8 <= n; k += 8) {
+		uint64_t w, x;
+		memcpy(&w, d + k, 8);
+		x = w ^ (ones * 0x7f);
+		if (((w - ones * 0x20) & ~w & high) | ((x - ones) & ~x & high))
+			for (size_t j = 0; j < 8; j++)
+				controls += is_control(d[k + j]);
+	}
+	for (; k < n; k++)
+		controls += is_control(d[k]);
+	return controls;
+}
+
+/* Binary noise, not a telegram: report it at the control byte that went over the limit (the
+ * same byte whatever the chunking), and hunt again after it. */
+static const uint8_t *noise(struct p1_framer *f, const uint8_t *p, const uint8_t *d, size_t used,
+			    unsigned before, p1_frame_cb cb, void *ud)
+{
+	size_t at = 0;
+	unsigned seen = before;
+	for (; at < used; at++)
+		if (is_control(d[at]) && ++seen > P1_BODY_CONTROLS_MAX)
+			break;
+	f->len += at;
+	report(f, P1_ERR_SYNTAX, cb, ud);
+	return p + at + 1;
+}
+
 /* Collect lines. The chunk is masked into the buffer first and line starts are looked for in
  * the masked copy, so a line feed with bit 7 set still ends a line. */
 static const uint8_t *body(struct p1_framer *f, const uint8_t *p, const uint8_t *end,
 			   p1_frame_cb cb, void *ud)
 {
-	size_t n = (size_t)(end - p), room = f->opts.max_len - f->len;
+	size_t n = (size_t)(end - p);
+	size_t room = f->len < f->opts.max_len ? f->opts.max_len - f->len : 0;
 	if (!room) {
 		report(f, P1_ERR_TOO_LONG, cb, ud);
 		return p;
@@ -261,29 +357,37 @@ static const uint8_t *body(struct p1_framer *f, const uint8_t *p, const uint8_t 
 		n = room;
 	uint8_t *d = f->buf + f->len;
 	mask7(d, p, n);
-	size_t i = 0;
+	size_t i = 0, used = n;
+	int stop = 0; /* '!' or '/' at a line start */
 	while (i < n) {
-		if (f->line_start) {
-			if (d[i] == '/') {
-				f->len += i;
-				report(f, P1_ERR_TRUNCATED, cb, ud);
-				return p + i; /* HUNT takes it from here */
-			}
-			if (d[i] == '!') {
-				f->len += i + 1;
-				f->crc_covered = f->len;
-				f->crc_digits = 0;
-				f->crc_value = 0;
-				f->st = CRC;
-				return p + i + 1;
-			}
-			f->line_start = false;
+		if (f->line_start && (d[i] == '/' || d[i] == '!')) {
+			stop = d[i];
+			used = i;
+			break;
 		}
+		f->line_start = false;
 		const uint8_t *nl = memchr(d + i, '\n', n - i);
 		if (!nl)
 			break;
 		i = (size_t)(nl - d) + 1;
 		f->line_start = true;
+	}
+	unsigned before = f->controls;
+	f->controls += count_controls(d, used);
+	if (f->controls > P1_BODY_CONTROLS_MAX)
+		return noise(f, p, d, used, before, cb, ud);
+	if (stop == '/') {
+		f->len += used;
+		report(f, P1_ERR_TRUNCATED, cb, ud);
+		return p + used; /* HUNT takes it from here */
+	}
+	if (stop == '!') {
+		f->len += used + 1;
+		f->crc_covered = f->len;
+		f->crc_digits = 0;
+		f->crc_value = 0;
+		f->st = CRC;
+		return p + used + 1;
 	}
 	f->len += n;
 	return p + n;
@@ -315,8 +419,7 @@ static const uint8_t *crc_digits(struct p1_framer *f, const uint8_t *p, const ui
 	return p;
 }
 
-static void feed(struct p1_framer *f, const uint8_t *p, size_t n, uint64_t base_pos,
-		 p1_frame_cb cb, void *ud);
+
 
 /* Not an envelope after all: look at the bytes after the 0xDB again. */
 static void envelope_reject(struct p1_framer *f, p1_frame_cb cb, void *ud)
