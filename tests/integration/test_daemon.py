@@ -716,6 +716,30 @@ class Test5File(DaemonTest):
                                         0), f"the log does not say 500 telegrams:\n"
                                             f"{p.log.text()}")
 
+    def test_two_meters(self):
+        """Two [meter NAME] sections in one daemon, each with its own decoder and counts."""
+        a, b = self.path("house.txt"), self.path("garage.txt")
+        simulate(["--count", "30", "--interval", "0"], a)
+        simulate(["--dialect", "fluvius", "--count", "20", "--interval", "0"], b)
+        conf = self.path("two.conf")
+        with open(conf, "w") as f:
+            f.write(f"[meter house]\nfile = {a}\npace = fast\n"
+                    f"[meter garage]\nfile = {b}\npace = fast\n")
+        p = self.start_p1d(["-c", conf])
+        try:
+            rc = p.wait(20)
+        except subprocess.TimeoutExpired:
+            self.fail(f"p1d with two file meters did not exit by itself; log:\n{p.log.text()}")
+        p.log.thread.join(2)
+        self.assertEqual(rc, 0, f"p1d exited {rc}; log:\n{p.log.text()}")
+        for name, n, dialect in (("house", 30, "dsmr5"), ("garage", 20, "fluvius")):
+            self.assertIsNotNone(p.log.wait(rf"meter {name}: first telegram \({dialect}", 0),
+                                 f"meter {name} did not report a {dialect} telegram:\n"
+                                 f"{p.log.text()}")
+            self.assertIsNotNone(p.log.wait(rf"meter {name}: end of input: {n} telegrams, "
+                                            r"0 rejected", 0),
+                                 f"meter {name} did not count {n} telegrams:\n{p.log.text()}")
+
     def test_replay_damaged(self):
         tel = make_telegrams(self.dir, 42)
         good, rest = tel[:30], tel[30:]
