@@ -12,5 +12,7 @@ trap 'kill $sim 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT INT TERM
 "$p1d" simulate --pty "$dir/meter" --interval 1 &
 sim=$!
 for _ in $(seq 50); do [ -e "$dir/meter" ] && break; sleep 0.1; done
+http=${P1D_DEMO_HTTP:-127.0.0.1:8080}
 echo "demo: simulated meter on $dir/meter; p1d reading it (Ctrl-C to stop)" >&2
-"$p1d" --serial "$dir/meter" --preset 115200-8N1 -v -v "$@"
+echo "demo: try  curl http://$http/api/v1/now  or  curl -N http://$http/api/v1/events" >&2
+"$p1d" --serial "$dir/meter" --preset 115200-8N1 --db "$dir/p1d.db" --http "$http" -v -v "$@"

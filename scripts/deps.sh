@@ -7,7 +7,7 @@ packages=(
   libssl-dev libserialport-dev libmosquitto-dev libmicrohttpd-dev libjansson-dev
   libsystemd-dev libinih-dev libsqlite3-dev libcmocka-dev
   clang libclang-rt-14-dev valgrind
-  socat mosquitto mosquitto-clients sqlite3 curl python3 mandoc tzdata
+  socat mosquitto mosquitto-clients openssl sqlite3 curl wrk python3 mandoc tzdata
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -332,6 +332,8 @@ static const struct config_item items[] = {
         {IN(MQTT) = "discovery_prefix", STR(C, mqtt.discovery_prefix), .def = "homeassistant",
          .max = 128, .flags = R, .check = check_topic,
          .help = "Topic prefix Home Assistant watches for discovery."},
+        {IN(MQTT) = "dsmr_reader", BOOL(C, mqtt.dsmr_reader), .def = "false", .flags = R,
+         .help = "Also publish DSMR Reader's topics (dsmr/reading/...) for existing automations."},
         {IN(MQTT) = "interval", DUR(C, mqtt.interval_ms, 0, HOUR), .def = "0",
          .help = "Publish at most this often; 0: every telegram."},
 
@@ -349,6 +351,8 @@ static const struct config_item items[] = {
          .help = "Bearer token of the write endpoints; empty: they are off."},
         {IN(HTTP) = "homewizard", BOOL(C, http.homewizard), .def = "false", .flags = R,
          .help = "Also answer the HomeWizard P1 local API (/api, /api/v1/data)."},
+        {IN(HTTP) = "relay", HOSTPORT(C, http.relay), .def = "", .flags = R,
+         .help = "ADDR:PORT of a read-only TCP server that re-sends every raw telegram of the first meter."},
 };
 
 #define N_ITEMS ELEMENTSOF(items)

@@ -130,6 +130,7 @@ struct config_mqtt {
 	bool tls_insecure;
 	bool discovery;
 	char *discovery_prefix;
+	bool dsmr_reader;
 	int64_t interval_ms; /* 0: every telegram */
 };
 
@@ -140,6 +141,7 @@ struct config_http {
 	char *read_token;  /* "": reading needs no token */
 	char *admin_token; /* "": write endpoints disabled */
 	bool homewizard;
+	struct config_hostport relay; /* host NULL: no relay */
 };
 
 struct config {

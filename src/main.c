@@ -12,10 +12,15 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "history_format.h"
+#include "http.h"
 #include "log.h"
 #include "loop.h"
 #include "meter.h"
+#include "mqtt.h"
 #include "notify.h"
+#include "relay.h"
+#include "store.h"
 #include "tools/tools.h"
 #include "tzprobe.h"
 #include "version.h"
@@ -39,6 +44,11 @@ struct daemon {
 	struct meter *meters[CONFIG_METERS_MAX];
 	size_t n_meters;
 	struct loop_timer *watchdog, *status;
+	struct http *http; /* NULL when [http] listen is empty */
+	struct store *store; /* NULL when [store] enabled = false */
+	struct mqtt *mqtt;   /* NULL when [mqtt] host is empty */
+	struct relay *relay; /* NULL when [http] relay is empty */
+	struct p1_tz tz;     /* the meters' clock zone; history buckets follow it */
 };
 
 static void usage(FILE *f)
@@ -46,6 +56,8 @@ static void usage(FILE *f)
 	fputs("usage: p1d [OPTIONS]                 run the daemon (in the foreground)\n"
 	      "       p1d decode [OPTIONS] [FILE...] decode telegrams to JSON\n"
 	      "       p1d simulate [OPTIONS]         write telegrams of a simulated meter\n"
+	      "       p1d history [OPTIONS]          print history from the database\n"
+	      "       p1d import [OPTIONS] FILE...   load captured telegrams into the history\n"
 	      "\n"
 	      "  -c, --config FILE    configuration file (default " CONFIG_DEFAULT_PATH ")\n"
 	      "  -n, --check          check the configuration and exit\n"
@@ -241,6 +253,8 @@ static void on_reload(struct loop *l, int signo, void *ud)
 		apply_log_level(d, c);
 		config_free(d->cfg);
 		d->cfg = c;
+		if (d->mqtt)
+			mqtt_set_interval(d->mqtt, (uint64_t)c->mqtt.interval_ms);
 		log_notice("configuration reloaded");
 	}
 	notify_ready();
@@ -260,12 +274,122 @@ static void on_meter_finished(void *ud, struct meter *m)
 	loop_quit(d->loop, 0); /* every meter was a file, all read */
 }
 
+/* The history store, a sink of every meter. It opens (or keeps retrying) on its own. */
+static int start_store(struct daemon *d, const struct p1_tz *tz)
+{
+	char path[4096];
+	if (!d->cfg->store.enabled)
+		return 0;
+	struct store_opts o = {.path = config_database_path(d->cfg, path, sizeof(path)),
+			       .commit_interval_ms = d->cfg->store.commit_interval_ms,
+			       .raw_days = d->cfg->store.raw_days,
+			       .tz = *tz};
+	int r = store_new(d->loop, &o, &d->store);
+	for (size_t i = 0; r == 0 && i < d->n_meters; i++)
+		r = meter_add_sink(d->meters[i], store_sink, d->store);
+	if (r < 0)
+		log_error("store %s: cannot start: %s", path, strerror(-r));
+	return r;
+}
+
+#define HISTORY_BUCKETS_MAX 50000 /* per request: a year of hours, a month of minutes */
+
+/* GET /api/v1/meters/<m>/history?resolution=&from=&to=[&format=csv|json]: the rows `p1d
+ * history` prints, CSV with format=csv or "Accept: text/csv". */
+static int history_hook(void *ud, const char *meter, const struct http_request *req,
+			struct http_reply *ret)
+{
+	static const int64_t bucket_s[] = {60, 3600, 86400, 28 * 86400};
+	struct daemon *d = ud;
+	const char *res_s = req->arg(req, "resolution"), *from_s = req->arg(req, "from");
+	const char *to_s = req->arg(req, "to"), *fmt = req->arg(req, "format");
+	const char *accept = req->header(req, "Accept");
+	int res = res_s ? store_resolution_by_name(res_s) : -1;
+	int64_t from, to;
+	if (res < 0 || !from_s || !to_s || history_parse_date(from_s, &d->tz, &from) < 0 ||
+	    history_parse_date(to_s, &d->tz, &to) < 0 || to <= from) {
+		http_reply_error(ret, 400, "need resolution=minute|hour|day|month, from=DATE and "
+					   "to=DATE after it (2026-10-01, 2026-10-01T06:00Z)");
+		return 0;
+	}
+	if (fmt && strcmp(fmt, "csv") && strcmp(fmt, "json")) {
+		http_reply_error(ret, 400, "format must be csv or json");
+		return 0;
+	}
+	if ((to - from) / bucket_s[res] > HISTORY_BUCKETS_MAX) {
+		http_reply_error(ret, 400, "range too long for this resolution: at most 50000 buckets");
+		return 0;
+	}
+	bool csv = fmt ? !strcmp(fmt, "csv") : (accept && strstr(accept, "text/csv"));
+	char *body = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&body, &len);
+	if (!f)
+		return -ENOMEM;
+	int n = history_write(d->store, meter, (enum store_resolution)res, from, to, &d->tz, !csv, f);
+	if (fclose(f) != 0 || n < 0) {
+		free(body);
+		http_reply_error(ret, 503, "history query failed");
+		return 0;
+	}
+	ret->status = 200;
+	ret->content_type = csv ? "text/csv; charset=utf-8" : "application/json";
+	ret->body = body;
+	ret->len = len;
+	return 0;
+}
+
+/* The HTTP server (API, live stream, metrics), serving every meter. */
+static int start_http(struct daemon *d)
+{
+	if (d->cfg->http.listen.n == 0)
+		return 0;
+	int r = http_new(d->loop, &d->cfg->http, &d->http); /* logs what fails */
+	if (r == 0 && d->store)
+		http_set_history_hook(d->http, history_hook, d);
+	for (size_t i = 0; r == 0 && i < d->n_meters; i++)
+		if ((r = http_add_meter(d->http, d->meters[i])) < 0)
+			log_error("http: cannot serve meter %s: %s", meter_name(d->meters[i]),
+				  strerror(-r));
+	return r;
+}
+
+/* The raw telegram relay: the first meter's raw telegrams to TCP clients. */
+static int start_relay(struct daemon *d)
+{
+	const struct config_hostport *hp = &d->cfg->http.relay;
+	if (!hp->host || !*hp->host || !d->n_meters)
+		return 0;
+	int r = relay_new(d->loop, hp->host, hp->port, &d->relay);
+	if (r == 0)
+		r = meter_add_raw_sink(d->meters[0], relay_raw_sink, d->relay);
+	if (r == 0 && d->http)
+		r = http_add_metrics_hook(d->http, relay_write_metrics, d->relay);
+	if (r < 0)
+		log_error("relay: cannot start: %s", strerror(-r));
+	return r;
+}
+
+/* The MQTT client, a sink of every meter. It connects (and reconnects) on its own. */
+static int start_mqtt(struct daemon *d)
+{
+	if (!d->cfg->mqtt.host || !*d->cfg->mqtt.host)
+		return 0;
+	int r = mqtt_new(d->loop, &d->cfg->mqtt, &d->mqtt);
+	if (r == 0)
+		mqtt_set_dsmr_reader(d->mqtt, d->cfg->mqtt.dsmr_reader);
+	for (size_t i = 0; r == 0 && i < d->n_meters; i++)
+		r = mqtt_attach(d->mqtt, d->meters[i]);
+	if (r < 0)
+		log_error("mqtt: cannot start: %s", strerror(-r));
+	return r;
+}
+
 static int start(struct daemon *d)
 {
-	struct p1_tz tz;
 	/* meter clocks run on Central European time in every country p1d knows */
 	const char *zone = d->cfg->g.timezone[0] ? d->cfg->g.timezone : "Europe/Amsterdam";
-	if (tzprobe(zone, &tz) < 0) {
+	if (tzprobe(zone, &d->tz) < 0) {
 		log_error("unknown time zone \"%s\" (see timezone in p1d.conf(5))", zone);
 		return -EINVAL;
 	}
@@ -278,7 +402,7 @@ static int start(struct daemon *d)
 	loop_signal_set(d->loop, SIGINT, on_quit, d);
 	loop_signal_set(d->loop, SIGHUP, on_reload, d);
 	for (size_t i = 0; i < d->cfg->n_meters; i++) {
-		r = meter_new(d->loop, &d->cfg->meters[i], &tz, &d->meters[i]);
+		r = meter_new(d->loop, &d->cfg->meters[i], &d->tz, &d->meters[i]);
 		if (r < 0) {
 			log_error("meter %s: cannot start: %s", d->cfg->meters[i].name, strerror(-r));
 			return r;
@@ -286,6 +410,14 @@ static int start(struct daemon *d)
 		d->n_meters++;
 		meter_on_finished(d->meters[i], on_meter_finished, d);
 	}
+	if ((r = start_store(d, &d->tz)) < 0)
+		return r;
+	if ((r = start_http(d)) < 0)
+		return r;
+	if ((r = start_relay(d)) < 0)
+		return r;
+	if ((r = start_mqtt(d)) < 0)
+		return r;
 	if ((r = loop_timer_new(d->loop, on_status, d, &d->status)) < 0)
 		return r;
 	loop_timer_arm(d->status, STATUS_INTERVAL_MS, STATUS_INTERVAL_MS);
@@ -301,6 +433,10 @@ static int start(struct daemon *d)
 
 static void stop(struct daemon *d)
 {
+	d->mqtt = mqtt_free(d->mqtt); /* publishes offline, waits <= 0.5 s for the broker */
+	d->relay = relay_free(d->relay);
+	d->http = http_free(d->http);
+	d->store = store_free(d->store); /* commits the batch */
 	for (size_t i = d->n_meters; i-- > 0;)
 		meter_free(d->meters[i]);
 	loop_timer_free(d->watchdog);
@@ -348,5 +484,9 @@ int main(int argc, char **argv)
 		return p1_cmd_decode(argc - 1, argv + 1);
 	if (argc >= 2 && !strcmp(argv[1], "simulate"))
 		return p1_cmd_simulate(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "history"))
+		return p1_cmd_history(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "import"))
+		return p1_cmd_import(argc - 1, argv + 1);
 	return run_daemon(argc, argv);
 }

@@ -6,5 +6,8 @@
 
 int p1_cmd_decode(int argc, char **argv);
 int p1_cmd_simulate(int argc, char **argv);
+/* history.c: `p1d history` and `p1d import` (these also use the store and the meter). */
+int p1_cmd_history(int argc, char **argv);
+int p1_cmd_import(int argc, char **argv);
 
 #endif

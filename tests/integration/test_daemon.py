@@ -313,6 +313,9 @@ class DaemonTest(unittest.TestCase):
             if watchdog:
                 env["WATCHDOG_USEC"] = str(WATCHDOG_USEC)
         started = now()
+        # no HTTP listener (port 8080 may be taken) and a private database: these tests are
+        # about sources, config and systemd; other test files cover the sinks
+        args = ["--http", "", "--db", self.path("p1d.db")] + args
         p = subprocess.Popen([P1D] + args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, env=env, cwd=self.dir)
         self.track(p)

@@ -1,0 +1,481 @@
+#!/usr/bin/env python3
+"""test_mqtt.py - the MQTT sink against a real mosquitto broker.
+
+Covers rows M1, M2 (accelerated), M5 and M6 of the test matrix and issue 5's checks: per-field
+topics carry exactly what `p1d decode` reads from the same telegram, the state topic is the
+decode JSON without framing, Home Assistant discovery configs are valid JSON with the right
+classes and units, SIGKILL of p1d turns `<base>/status` offline (the will) within 1.5 x
+keepalive, a broker stopped for 20 s and restarted gets every telegram of the outage
+afterwards, a wrong password is refused with one clear log line while p1d keeps reading, and
+TLS to a broker with a test CA works (and fails with another CA).
+
+Every broker is Debian's mosquitto on a free loopback port with a generated config; the
+independent client is mosquitto_sub/mosquitto_pub. Exits 77 (skipped) when they are missing.
+Python standard library only. Run: P1D=build/p1d python3 tests/integration/test_mqtt.py
+"""
+import json
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+P1D = os.environ.get("P1D", "")
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
+                                          if os.access("/usr/sbin/mosquitto", os.X_OK) else None)
+SUB = shutil.which("mosquitto_sub")
+PUB = shutil.which("mosquitto_pub")
+PASSWD = shutil.which("mosquitto_passwd")
+OPENSSL = shutil.which("openssl")
+
+KEEPALIVE_S = 5
+FRAMING = ("valid", "dialect", "header", "crc", "encrypted")
+ALL_PROCS = []
+
+
+def now():
+    return time.monotonic()
+
+
+def figure(text):
+    print(f"  # {text}", file=sys.stderr, flush=True)
+
+
+def wait_until(pred, timeout, step=0.05):
+    deadline = now() + timeout
+    while True:
+        v = pred()
+        if v or now() >= deadline:
+            return v
+        time.sleep(step)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def exact(text):
+    """JSON with numbers kept as the text the meter wrote (0.000 stays 0.000)."""
+    return json.loads(text, parse_float=str, parse_int=str)
+
+
+class Lines:
+    """Reads a stream in a thread; keeps (time, line)."""
+
+    def __init__(self, stream):
+        self.lines = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._run, args=(stream,), daemon=True).start()
+
+    def _run(self, stream):
+        for raw in iter(stream.readline, b""):
+            with self.lock:
+                self.lines.append((now(), raw.decode(errors="replace").rstrip("\n")))
+
+    def all(self):
+        with self.lock:
+            return list(self.lines)
+
+    def text(self):
+        return "\n".join(l for _, l in self.all())
+
+
+class Subscriber:
+    """mosquitto_sub -v on some topics; messages as (time, retained, topic, payload)."""
+
+    def __init__(self, port, topics, extra=()):
+        args = [SUB, "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-F", "%r\t%t\t%p"]
+        for t in topics:
+            args += ["-t", t]
+        self.p = subprocess.Popen(args + list(extra), stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL)
+        ALL_PROCS.append(self.p)
+        self.out = Lines(self.p.stdout)
+
+    def messages(self, topic=None):
+        msgs = []
+        for t, line in self.out.all():
+            parts = line.split("\t", 2)
+            if len(parts) == 3 and (topic is None or parts[1] == topic):
+                msgs.append((t, parts[0] == "1", parts[1], parts[2]))
+        return msgs
+
+    def latest(self):
+        d = {}
+        for _, _, topic, payload in self.messages():
+            d[topic] = payload
+        return d
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            self.p.wait(5)
+
+
+class MqttTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="p1d-mqtt-")
+        self.procs = []
+        self.port = free_port()
+        self.broker = None
+
+    def tearDown(self):
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def path(self, name):
+        return os.path.join(self.tmp, name)
+
+    def track(self, p):
+        self.procs.append(p)
+        ALL_PROCS.append(p)
+        return p
+
+    # ---- broker ----
+
+    def start_broker(self, extra=""):
+        conf = self.path("mosquitto.conf")
+        with open(conf, "w") as f:
+            # as root, mosquitto would switch to user "mosquitto", who cannot read our files
+            f.write(f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
+                    f"listener {self.port} 127.0.0.1\npersistence false\n"
+                    f"log_dest file {self.path('broker.log')}\n{extra}")
+            if "password_file" not in extra:
+                f.write("allow_anonymous true\n")
+        self.broker = self.track(subprocess.Popen([MOSQUITTO, "-c", conf],
+                                                  stdout=subprocess.DEVNULL,
+                                                  stderr=subprocess.DEVNULL))
+        self.assertTrue(wait_until(lambda: listening(self.port), 5), "broker does not listen")
+        return self.broker
+
+    def stop_broker(self):
+        self.broker.terminate()
+        self.broker.wait(5)
+
+    # ---- p1d ----
+
+    def write_config(self, mqtt="", meter="file = -\npace = fast\n"):
+        conf = self.path("p1d.conf")
+        with open(conf, "w") as f:
+            f.write("[store]\nenabled = false\n[http]\nlisten =\n"
+                    f"[meter main]\n{meter}"
+                    f"[mqtt]\nhost = 127.0.0.1\nport = {self.port}\n"
+                    f"keepalive = {KEEPALIVE_S}s\n{mqtt}")
+        return conf
+
+    def start_p1d(self, conf, interval=0.25, count=None):
+        """p1d reading `p1d simulate` through a pipe (one telegram per interval, simulated
+        clock one second per telegram, so every telegram has its own timestamp)."""
+        sim = [P1D, "simulate", "--interval", str(interval), "--step", "1"]
+        if count:
+            sim += ["--count", str(count)]
+        s = self.track(subprocess.Popen(sim, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL))
+        p = self.track(subprocess.Popen([P1D, "-c", conf, "-v"], stdin=s.stdout,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                        env=dict(os.environ, LC_ALL="C")))
+        s.stdout.close()
+        p.log = Lines(p.stderr)
+        p.sim = s
+        return p
+
+    def telegrams_read(self, p):
+        return len(re.findall(r"meter main: telegram \d+:", p.log.text()))
+
+    @staticmethod
+    def mqtt_log(p):
+        return "\n".join(l for l in p.log.text().splitlines() if "mqtt:" in l)
+
+    def expect_log(self, p, pattern, timeout):
+        ok = wait_until(lambda: re.search(pattern, p.log.text()), timeout)
+        self.assertTrue(ok, f"no log line /{pattern}/ in:\n{self.mqtt_log(p)}")
+
+    def subscriber(self, topics, extra=()):
+        s = Subscriber(self.port, topics, extra)
+        self.procs.append(s.p)
+        return s
+
+    def retained(self, topics, extra=()):
+        """Every retained message on the topics, read with a fresh client."""
+        args = [SUB, "-h", "127.0.0.1", "-p", str(self.port), "-F", "%t\t%p", "-W", "2",
+                "--retained-only"] + list(extra)
+        for t in topics:
+            args += ["-t", t]
+        r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10)
+        d = {}
+        for line in r.stdout.decode().splitlines():
+            t, _, payload = line.partition("\t")
+            d[t] = payload
+        return d
+
+    # ---- tests ----
+
+    def test_fields_state_discovery(self):
+        """M1/issue: per-field topics and the state topic equal `p1d decode` of the same
+        telegram; discovery configs are valid JSON with the right classes and units; a clean
+        stop leaves `offline`."""
+        tel = self.path("tel.txt")
+        with open(tel, "wb") as f:
+            subprocess.run([P1D, "simulate", "--count", "4", "--interval", "0", "--step", "1"],
+                           stdout=f, stderr=subprocess.DEVNULL, check=True, timeout=30)
+        decoded = [exact(l) for l in subprocess.run([P1D, "decode", tel], stdout=subprocess.PIPE,
+                                                    check=True).stdout.decode().splitlines()]
+        self.assertEqual(len(decoded), 4)
+        self.start_broker()
+        conf = self.write_config(meter=f"file = {tel}\npace = meter\n")
+        p = self.track(subprocess.Popen([P1D, "-c", conf, "-v"], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE))
+        p.log = Lines(p.stderr)
+        self.assertEqual(p.wait(20), 0, p.log.text())
+
+        got = self.retained(["p1d/#", "homeassistant/#"])
+        self.assertEqual(got.get("p1d/status"), "offline")
+        last = decoded[-1]
+        self.assertEqual(got.get("p1d/main/timestamp"), last["timestamp"])
+        checked = 0
+        for key, value in last.items():
+            if key in FRAMING or key in ("mbus", "units", "unknown"):
+                continue
+            topic = f"p1d/main/{key}"
+            if value is None or value == "":
+                self.assertNotIn(topic, got)
+                continue
+            self.assertIn(topic, got, f"no retained {topic}")
+            if isinstance(value, list):
+                self.assertEqual(exact(got[topic]), value, topic)
+            else:
+                self.assertEqual(got[topic], value, topic)  # exact text: 0.000 is 0.000
+            checked += 1
+        self.assertGreater(checked, 30)
+        state = exact(got["p1d/main/state"])
+        self.assertEqual(state, {k: v for k, v in last.items() if k not in FRAMING})
+
+        configs = {t: json.loads(v) for t, v in got.items() if t.startswith("homeassistant/")}
+        want = {
+            "energy_delivered_tariff1": ("energy", "total_increasing", "kWh"),
+            "energy_returned_tariff2": ("energy", "total_increasing", "kWh"),
+            "power_delivered": ("power", "measurement", "kW"),
+            "power_delivered_l1": ("power", "measurement", "kW"),
+            "voltage_l1": ("voltage", "measurement", "V"),
+            "current_l1": ("current", "measurement", "A"),
+            "gas_delivered": ("gas", "total_increasing", "m\u00b3"),
+            "timestamp": ("timestamp", None, None),
+            "electricity_failures": (None, "total_increasing", None),
+            "equipment_id": (None, None, None),
+        }
+        for field, (dc, sc, unit) in want.items():
+            c = configs.get(f"homeassistant/sensor/p1d_main/{field}/config")
+            self.assertIsNotNone(c, f"no discovery config for {field}")
+            self.assertEqual(c.get("device_class"), dc, field)
+            self.assertEqual(c.get("state_class"), sc, field)
+            self.assertEqual(c.get("unit_of_measurement"), unit, field)
+        for t, c in configs.items():
+            self.assertEqual(c["availability_topic"], "p1d/status", t)
+            self.assertTrue(c["state_topic"].startswith("p1d/main/"), t)
+            self.assertEqual(c["device"]["identifiers"], ["p1d_" + last["equipment_id"]])
+            self.assertEqual(c["device"]["manufacturer"], "Iskra")
+            self.assertEqual(c["device"]["sw_version"], last["p1_version"])
+            field = c["state_topic"].split("/")[-1]
+            self.assertIn(field, last, f"discovery for a field the meter does not send: {t}")
+        figure(f"{checked} per-field topics, {len(configs)} discovery configs")
+
+    def test_ha_status_republishes_discovery(self):
+        """M1: `homeassistant/status online` makes p1d send its discovery configs again."""
+        self.start_broker()
+        p = self.start_p1d(self.write_config(), interval=0.5)
+        sub = self.subscriber(["homeassistant/sensor/+/power_delivered/config"])
+        self.assertTrue(wait_until(lambda: sub.messages(), 10), p.log.text())
+        n = len(sub.messages())
+        t0 = now()
+        subprocess.run([PUB, "-h", "127.0.0.1", "-p", str(self.port), "-t",
+                        "homeassistant/status", "-m", "online"], check=True, timeout=10)
+        self.assertTrue(wait_until(lambda: len(sub.messages()) > n, 5),
+                        "no discovery after homeassistant/status online")
+        figure(f"discovery again {now() - t0:.2f} s after homeassistant/status online")
+
+    def test_will_on_sigkill(self):
+        """M5: SIGKILL of p1d turns <base>/status offline within 1.5 x keepalive."""
+        self.start_broker()
+        p = self.start_p1d(self.write_config())
+        sub = self.subscriber(["p1d/status"])
+        self.assertTrue(wait_until(lambda: ("p1d/status", "online") in
+                                   [(m[2], m[3]) for m in sub.messages()], 10), p.log.text())
+        n = len(sub.messages())
+        t0 = now()
+        p.kill()
+        p.wait(5)
+        ok = wait_until(lambda: any(m[3] == "offline" for m in sub.messages()[n:]),
+                        1.5 * KEEPALIVE_S + 1)
+        self.assertTrue(ok, "no offline status after SIGKILL")
+        figure(f"offline {now() - t0:.2f} s after SIGKILL (limit {1.5 * KEEPALIVE_S} s)")
+        self.assertEqual(self.retained(["p1d/status"]).get("p1d/status"), "offline")
+
+    def test_outage_delivers_every_telegram(self):
+        """M2 (accelerated): broker stopped for 20 s; afterwards every telegram of the outage
+        arrives on the state topic, with its own timestamp, in order."""
+        self.start_broker()
+        p = self.start_p1d(self.write_config(), interval=0.25)
+        sub1 = self.subscriber(["p1d/main/state"])
+        self.assertTrue(wait_until(lambda: len(sub1.messages()) >= 4, 15), p.log.text())
+        self.stop_broker()
+        t_stop = now()
+        read_before = self.telegrams_read(p)
+        time.sleep(20)
+        read_during = self.telegrams_read(p) - read_before
+        self.assertGreater(read_during, 60, "reading slowed while the broker was away")
+        sub1.stop()
+        self.start_broker()
+        t_start = now()
+        sub2 = self.subscriber(["p1d/main/state", "p1d/marker"])
+        self.assertTrue(wait_until(lambda: self._marker(sub2), 5), "subscriber not ready")
+        reconnected = wait_until(lambda: len(re.findall(r"mqtt: connected to", p.log.text())) >= 2,
+                                 35)
+        self.assertTrue(reconnected, self.mqtt_log(p))
+        self.assertRegex(self.mqtt_log(p).splitlines()[-1],
+                         r"connected to .*delivering \d+ queued readings")
+        figure(f"reconnected {now() - t_start:.1f} s after the broker listened again")
+        # wait until the newest telegram read has arrived
+        def caught_up():
+            stamps = self._stamps(sub2)
+            return stamps and len(stamps) > read_during
+        self.assertTrue(wait_until(caught_up, 30), "backlog not delivered")
+        p.sim.kill()
+        stamps = self._stamps(sub1) + self._stamps(sub2)
+        unique = sorted(set(stamps))
+        gaps = [(a, b) for a, b in zip(unique, unique[1:]) if b - a != 1]
+        self.assertEqual(gaps, [], "telegrams missing on the state topic")
+        s2 = self._stamps(sub2)
+        self.assertEqual(s2, sorted(s2), "backlog out of order")
+        self.assertGreaterEqual(len(unique), read_before + read_during)
+        dups = len(stamps) - len(unique)
+        self.assertLessEqual(dups, 20)
+        self.assertEqual(len(re.findall(r"lost the connection", p.log.text())), 1, p.log.text())
+        figure(f"{len(unique)} telegrams delivered, {dups} duplicates, outage "
+               f"{t_start - t_stop:.1f} s")
+
+    def test_stalled_broker(self):
+        """M3/M4: a broker that stops answering (SIGSTOP) is noticed within 1.5 x keepalive,
+        reading goes on, and after SIGCONT every telegram arrives."""
+        self.start_broker()
+        p = self.start_p1d(self.write_config(), interval=0.25)
+        sub = self.subscriber(["p1d/main/state"])
+        self.assertTrue(wait_until(lambda: len(sub.messages()) >= 4, 15), p.log.text())
+        self.broker.send_signal(signal.SIGSTOP)
+        t0 = now()
+        read_before = self.telegrams_read(p)
+        self.expect_log(p, r"mqtt: lost the connection .*no acknowledgement", 1.5 * KEEPALIVE_S + 1)
+        figure(f"stall noticed after {now() - t0:.1f} s (limit {1.5 * KEEPALIVE_S} s)")
+        time.sleep(max(0, 12 - (now() - t0)))
+        read_during = self.telegrams_read(p) - read_before
+        self.assertGreater(read_during, 30, "reading slowed while the broker was stalled")
+        self.broker.send_signal(signal.SIGCONT)
+        self.assertTrue(wait_until(lambda: len(set(self._stamps(sub))) >=
+                                   read_before + read_during, 40),
+                        f"backlog not delivered:\n{p.log.text()[-2000:]}")
+        p.sim.kill()
+        unique = sorted(set(self._stamps(sub)))
+        gaps = [(a, b) for a, b in zip(unique, unique[1:]) if b - a != 1]
+        self.assertEqual(gaps, [], "telegrams missing on the state topic")
+
+    def _marker(self, sub):
+        subprocess.run([PUB, "-h", "127.0.0.1", "-p", str(self.port), "-t", "p1d/marker",
+                        "-m", "x"], timeout=5)
+        return wait_until(lambda: sub.messages("p1d/marker"), 0.5)
+
+    @staticmethod
+    def _stamps(sub):
+        out = []
+        for _, _, _, payload in sub.messages("p1d/main/state"):
+            ts = json.loads(payload)["timestamp"]
+            t = time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")
+            out.append(int(time.mktime(t)))
+        return out
+
+    def test_wrong_password(self):
+        """M6: a wrong password is refused with one clear log line; p1d keeps reading; the
+        right one connects."""
+        if not PASSWD:
+            self.skipTest("mosquitto_passwd missing")
+        pw = self.path("passwd")
+        subprocess.run([PASSWD, "-b", "-c", pw, "meter", "s3cret"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.chmod(pw, 0o600)
+        self.start_broker(f"allow_anonymous false\npassword_file {pw}\n")
+        p = self.start_p1d(self.write_config("username = meter\npassword = wrong\n"))
+        self.expect_log(p, r"mqtt: cannot connect .*not authori[sz]ed.*username and password", 10)
+        time.sleep(8)  # several attempts with backoff
+        lines = [l for l in p.log.text().splitlines() if "mqtt:" in l]
+        self.assertEqual(len(lines), 1, "\n".join(lines))
+        self.assertNotIn("wrong", p.log.text())
+        self.assertGreater(self.telegrams_read(p), 20, "reading stopped")
+        self.assertIsNone(p.poll())
+        p.kill()
+        p.sim.kill()
+        p2 = self.start_p1d(self.write_config("username = meter\npassword = s3cret\n"))
+        self.expect_log(p2, r"mqtt: connected to", 10)
+
+    def test_tls(self):
+        """TLS to a broker whose certificate a test CA signed; another CA is refused."""
+        if not OPENSSL:
+            self.skipTest("openssl missing")
+        def run(*args):
+            subprocess.run([OPENSSL] + list(args), check=True, cwd=self.tmp,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        for ca in ("ca", "other"):
+            run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                f"/CN=p1d test {ca}", "-keyout", f"{ca}.key", "-out", f"{ca}.crt")
+        run("req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+            "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout", "server.key", "-out", "server.csr")
+        run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "1", "-copy_extensions", "copy", "-out", "server.crt")
+        self.start_broker(f"cafile {self.path('ca.crt')}\ncertfile {self.path('server.crt')}\n"
+                          f"keyfile {self.path('server.key')}\n")
+        p = self.start_p1d(self.write_config(f"tls = true\nca_file = {self.path('other.crt')}\n"))
+        self.expect_log(p, r"mqtt: cannot connect .*(TLS|certificate|handshake)", 10)
+        p.kill()
+        p.sim.kill()
+        p2 = self.start_p1d(self.write_config(f"tls = true\nca_file = {self.path('ca.crt')}\n"))
+        self.expect_log(p2, r"mqtt: connected to", 10)
+        got = wait_until(lambda: self.retained(["p1d/main/power_delivered"],
+                                               ["--cafile", self.path("ca.crt")]), 10)
+        self.assertTrue(got, "nothing published over TLS")
+
+
+def main():
+    if not P1D or not os.access(P1D, os.X_OK):
+        print("P1D is not set to the p1d binary", file=sys.stderr)
+        return 1
+    if not (MOSQUITTO and SUB and PUB):
+        print("mosquitto or mosquitto-clients missing: skipped", file=sys.stderr)
+        return 77
+    try:
+        prog = unittest.main(exit=False, verbosity=2)
+    finally:
+        for p in ALL_PROCS:
+            if p.poll() is None:
+                p.kill()
+    return 0 if prog.result.wasSuccessful() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
