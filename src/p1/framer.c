@@ -7,6 +7,7 @@
  * announces. The framer owns one buffer, allocated in p1_framer_new, and never allocates again.
  * It never logs: every rejected frame goes to the caller's callback with its reason.
  */
+#include "hex.h"
 #include "p1/framer.h"
 
 #include <stdlib.h>
@@ -222,16 +223,6 @@ static void finish_text(struct p1_framer *f, p1_frame_cb cb, void *ud)
 		rescan(f, start, len, cb, ud);
 }
 
-static int hexdigit(uint8_t c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c |= 0x20;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 static const uint8_t *hunt(struct p1_framer *f, const uint8_t *p, const uint8_t *end)
 {
 	for (; p < end; p++) {
@@ -398,7 +389,7 @@ static const uint8_t *crc_digits(struct p1_framer *f, const uint8_t *p, const ui
 {
 	for (; p < end; p++) {
 		uint8_t b = *p & 0x7f;
-		int v = hexdigit(b);
+		int v = p1_hexval(b);
 		if (v < 0) {
 			/* without digits only a line end (or the next telegram, glued on) may follow
 			 * the '!': anything else is a line whose first character was damaged into '!' */

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "hex.h"
 #include "obis.h"
 #include "p1/telegram.h"
 
@@ -58,16 +59,6 @@ static struct slice trim(struct slice s)
 	return s;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c |= 0x20;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 static char *arena_alloc(struct p1_telegram *t, size_t n)
 {
 	if (n + 1 > t->cap - t->arena_used)
@@ -85,7 +76,7 @@ static struct p1_text hex_text(struct p1_telegram *t, struct slice s)
 	if (s.n == 0 || s.n % 2)
 		return r;
 	for (size_t i = 0; i < s.n; i += 2) {
-		int hi = hexval(s.p[i]), lo = hexval(s.p[i + 1]);
+		int hi = p1_hexval(s.p[i]), lo = p1_hexval(s.p[i + 1]);
 		if (hi < 0 || lo < 0)
 			return r;
 		int c = hi << 4 | lo;
@@ -96,7 +87,7 @@ static struct p1_text hex_text(struct p1_telegram *t, struct slice s)
 	if (!d)
 		return r;
 	for (size_t i = 0; i < s.n; i += 2)
-		d[i / 2] = (char)(hexval(s.p[i]) << 4 | hexval(s.p[i + 1]));
+		d[i / 2] = (char)(p1_hexval(s.p[i]) << 4 | p1_hexval(s.p[i + 1]));
 	r.ptr = d;
 	r.len = (uint16_t)(s.n / 2);
 	return r;

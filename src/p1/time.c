@@ -2,6 +2,8 @@
  * dates by Howard Hinnant's days-from-civil algorithm, the EU summer-time rule by hand. */
 #include "p1/time.h"
 
+#include "hex.h"
+
 #include <stdio.h>
 
 static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
@@ -68,16 +70,6 @@ static int two(const char *s)
 	return (s[0] - '0') * 10 + (s[1] - '0');
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c |= 0x20;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
-}
-
 static bool civil_ok(int y, int mo, int d, int h, int mi, int s)
 {
 	static const unsigned char mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
@@ -109,7 +101,7 @@ static int parse_dlms(const char *s, const struct p1_tz *tz, struct p1_time *r)
 {
 	uint8_t b[12];
 	for (int i = 0; i < 12; i++) {
-		int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+		int hi = p1_hexval(s[2 * i]), lo = p1_hexval(s[2 * i + 1]);
 		if (hi < 0 || lo < 0)
 			return -1;
 		b[i] = (uint8_t)(hi << 4 | lo);
