@@ -30,25 +30,11 @@ static void puts_(struct out *o, const char *s)
 	put(o, s, strlen(s));
 }
 
-/* A JSON string literal. Unlike p1_json_string (meter bytes, escaped one by one), UTF-8 is
- * passed through: units such as "m³" are text of ours, not bytes of the meter. */
+/* A JSON string literal of our own UTF-8 text (libp1's escaper, bytes >= 0x80 kept). */
 static void put_str(struct out *o, const char *s, size_t n)
 {
-	static const char hex[] = "0123456789abcdef";
-	put(o, "\"", 1);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c == '"' || c == '\\') {
-			char esc[2] = {'\\', (char)c};
-			put(o, esc, 2);
-		} else if (c < 0x20 || c == 0x7f) {
-			char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-			put(o, esc, 6);
-		} else {
-			put(o, (const char *)&c, 1);
-		}
-	}
-	put(o, "\"", 1);
+	size_t room = o->len < o->cap ? o->cap - o->len : 0;
+	o->len += p1_json_string_utf8(s, n, room ? o->buf + o->len : NULL, room);
 }
 
 static void put_kv(struct out *o, const char *key, const char *val)

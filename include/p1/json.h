@@ -22,6 +22,10 @@ size_t p1_json_telegram(const struct p1_telegram *t, unsigned flags, char *buf, 
 /* Write a JSON string literal (quotes included) of len bytes of s. Returns needed length. */
 size_t p1_json_string(const char *s, size_t len, char *buf, size_t cap);
 
+/* The same for text that is UTF-8 already (units such as "m³"): bytes from 0x80 up are
+ * passed through instead of being escaped one by one. */
+size_t p1_json_string_utf8(const char *s, size_t len, char *buf, size_t cap);
+
 /* Write one field's value as JSON (number, string, ISO time, array or null). */
 size_t p1_json_value(const struct p1_telegram *t, enum p1_field f, char *buf, size_t cap);
 

@@ -2,6 +2,7 @@
  * its mantissa and scale, so what the meter sent is what comes out. */
 #include "p1/json.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -25,14 +26,16 @@ static void puts_(struct out *o, const char *s)
 	put(o, s, strlen(s));
 }
 
-static void put_string(struct out *o, const char *s, size_t n)
+/* utf8: bytes from 0x80 up are passed through (text of ours, such as "m³"); otherwise they
+ * are escaped one by one (bytes from a meter, which are not known to be UTF-8). */
+static void put_string_as(struct out *o, const char *s, size_t n, bool utf8)
 {
 	static const char hex[] = "0123456789abcdef";
 	put(o, "\"", 1);
 	size_t from = 0;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
-		if (c >= 0x20 && c != '"' && c != '\\' && c < 0x7f)
+		if (c >= 0x20 && c != '"' && c != '\\' && (c < 0x7f || (utf8 && c >= 0x80)))
 			continue;
 		put(o, s + from, i - from);
 		from = i + 1;
@@ -45,6 +48,11 @@ static void put_string(struct out *o, const char *s, size_t n)
 	}
 	put(o, s + from, n - from);
 	put(o, "\"", 1);
+}
+
+static void put_string(struct out *o, const char *s, size_t n)
+{
+	put_string_as(o, s, n, false);
 }
 
 static void put_num(struct out *o, const struct p1_num *n)
@@ -142,6 +150,15 @@ size_t p1_json_value(const struct p1_telegram *t, enum p1_field f, char *buf, si
 	if (cap)
 		buf[0] = 0;
 	put_value(&o, t, f);
+	return o.len;
+}
+
+size_t p1_json_string_utf8(const char *s, size_t len, char *buf, size_t cap)
+{
+	struct out o = {buf, cap, 0};
+	if (cap)
+		buf[0] = 0;
+	put_string_as(&o, s, len, true);
 	return o.len;
 }
 

@@ -1429,9 +1429,25 @@ static void test_json_strings(void **state)
 	assert_int_equal(strlen(small), sizeof(small) - 1);
 }
 
+/* Meter bytes are escaped one by one; UTF-8 text of ours passes through; both snprintf-style. */
+static void test_json_string_utf8(void **state)
+{
+	(void)state;
+	char buf[64];
+	const char *m3 = "m\xc2\xb3 \"q\"\x01";
+	assert_int_equal(p1_json_string_utf8(m3, strlen(m3), buf, sizeof(buf)), 17);
+	assert_string_equal(buf, "\"m\xc2\xb3 \\\"q\\\"\\u0001\"");
+	assert_int_equal(p1_json_string(m3, strlen(m3), buf, sizeof(buf)), 27);
+	assert_string_equal(buf, "\"m\\u00c2\\u00b3 \\\"q\\\"\\u0001\"");
+	/* too small: the length it needs, a NUL-terminated prefix */
+	assert_int_equal(p1_json_string_utf8(m3, strlen(m3), buf, 4), 17);
+	assert_int_equal(strlen(buf), 3);
+}
+
 static int run_focused(void)
 {
 	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_json_string_utf8),
 	        cmocka_unit_test(test_worked_t2),
 	        cmocka_unit_test(test_worked_t3),
 	        cmocka_unit_test(test_fluvius_threshold_sentinels),
