@@ -22,6 +22,7 @@
 
 #include <ini.h>
 
+#include "clock.h"
 #include "p1/framer.h"
 #include "p1/telegram.h"
 
@@ -46,6 +47,8 @@ static const struct config_enum_value data_requests[] = {{"none", CONFIG_DATA_RE
                                                          {"dtr", CONFIG_DATA_REQUEST_DTR},
                                                          {"rts", CONFIG_DATA_REQUEST_RTS},
                                                          {NULL, 0}};
+static const struct config_enum_value clocks[] = {
+        {"auto", CLOCK_AUTO}, {"meter", CLOCK_METER}, {"system", CLOCK_SYSTEM}, {NULL, 0}};
 static const struct config_enum_value paces[] = {
         {"meter", CONFIG_PACE_METER}, {"fast", CONFIG_PACE_FAST}, {NULL, 0}};
 static const struct config_enum_value dialects[] = {
@@ -286,6 +289,9 @@ static const struct config_item items[] = {
          .help = "Reopen a source that delivers no valid telegram for this long."},
         {IN(METER) = "reconnect_max", DUR(M, reconnect_max_ms, SEC, 10 * MINUTE), .def = "30s", .flags = R,
          .help = "Longest wait between attempts to reopen a lost source."},
+        {IN(METER) = "clock", ENUM(M, clock, clocks), .def = "auto", .flags = R,
+         .help = "Date readings by the meter's clock (meter), the system's (system), or the "
+                 "meter's unless it is implausible (auto)."},
 
         {IN(STORE) = "database", PATH(C, store.database), .def = "", .flags = R,
          .help = "SQLite database file; empty: p1d.db in state_directory."},
@@ -334,6 +340,9 @@ static const struct config_item items[] = {
          .help = "Topic prefix Home Assistant watches for discovery."},
         {IN(MQTT) = "dsmr_reader", BOOL(C, mqtt.dsmr_reader), .def = "false", .flags = R,
          .help = "Also publish DSMR Reader's topics (dsmr/reading/...) for existing automations."},
+        {IN(MQTT) = "queue", INT(C, mqtt.queue, 10, 100000), .def = "3600", .flags = R,
+         .help = "Readings kept in memory while the broker is away; with a store, older ones "
+                 "are sent from the history."},
         {IN(MQTT) = "interval", DUR(C, mqtt.interval_ms, 0, HOUR), .def = "0",
          .help = "Publish at most this often; 0: every telegram."},
 

@@ -103,6 +103,7 @@ struct config_meter {
 	int max_telegram_bytes;
 	int64_t stale_after_ms;
 	int64_t reconnect_max_ms;
+	int clock; /* enum clock_policy */
 };
 
 struct config_store {
@@ -132,6 +133,7 @@ struct config_mqtt {
 	char *discovery_prefix;
 	bool dsmr_reader;
 	int64_t interval_ms; /* 0: every telegram */
+	int queue;           /* readings kept in memory for the broker */
 };
 
 struct config_http {

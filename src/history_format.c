@@ -128,3 +128,43 @@ int history_write(struct store *s, const char *meter, enum store_resolution res,
 		fputs(p.first ? "[]\n" : "\n]\n", out);
 	return n;
 }
+
+size_t history_reading_json(const struct store_reading *r, const struct p1_tz *tz, char *buf,
+			    size_t cap)
+{
+	char when[32];
+	FILE *f = fmemopen(buf, cap, "w");
+	if (!f)
+		return cap;
+	p1_time_format_tz(r->utc, tz, when, sizeof(when));
+	fprintf(f, "{\"timestamp\":\"%s\",\"from_history\":true", when);
+	for (int i = 0; i < STORE_REG_COUNT; i++) {
+		if (!(r->have >> i & 1u))
+			continue;
+		fprintf(f, ",\"%s\":", p1_field_info(store_reg_field((enum store_reg)i))->name);
+		put_milli(f, r->reg[i]);
+	}
+	if (r->have_power) {
+		fputs(",\"power_delivered\":", f);
+		put_milli(f, r->power_w > 0 ? r->power_w : 0);
+		fputs(",\"power_returned\":", f);
+		put_milli(f, r->power_w < 0 ? -r->power_w : 0);
+	}
+	fputs(",\"units\":{", f);
+	bool first = true;
+	for (int i = 0; i < STORE_REG_COUNT; i++) {
+		if (!(r->have >> i & 1u))
+			continue;
+		const struct p1_field_info *fi = p1_field_info(store_reg_field((enum store_reg)i));
+		fprintf(f, "%s\"%s\":\"%s\"", first ? "" : ",", fi->name, fi->unit);
+		first = false;
+	}
+	if (r->have_power)
+		fprintf(f, "%s\"power_delivered\":\"kW\",\"power_returned\":\"kW\"",
+			first ? "" : ",");
+	fputs("}}", f);
+	long n = ftell(f);
+	bool ok = !ferror(f) && n >= 0 && (size_t)n < cap;
+	fclose(f);
+	return ok ? (size_t)n : cap;
+}

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "health.h"
 #include "history_format.h"
 #include "http.h"
 #include "log.h"
@@ -218,6 +219,7 @@ static void on_status(struct loop_timer *t, void *ud)
 			break;
 		used += (size_t)n;
 	}
+	health_format_status(d->store, d->mqtt, line, sizeof(line));
 	notify_status("%s", line);
 }
 
@@ -345,8 +347,13 @@ static int start_http(struct daemon *d)
 	if (d->cfg->http.listen.n == 0)
 		return 0;
 	int r = http_new(d->loop, &d->cfg->http, &d->http); /* logs what fails */
-	if (r == 0 && d->store)
+	if (r == 0 && d->store) {
 		http_set_history_hook(d->http, history_hook, d);
+		http_add_status_hook(d->http, "store", health_store_status, d->store);
+		http_add_metrics_hook(d->http, health_store_metrics, d->store);
+	}
+	if (r == 0)
+		http_add_metrics_hook(d->http, health_process_metrics, NULL);
 	for (size_t i = 0; r == 0 && i < d->n_meters; i++)
 		if ((r = http_add_meter(d->http, d->meters[i])) < 0)
 			log_error("http: cannot serve meter %s: %s", meter_name(d->meters[i]),
@@ -370,6 +377,34 @@ static int start_relay(struct daemon *d)
 	return r;
 }
 
+/* MQTT backfill from the store: the meter's committed readings after after_utc as state
+ * messages. */
+struct backfill_run {
+	struct daemon *d;
+	mqtt_emit_cb emit;
+	void *ctx;
+	char buf[4096];
+};
+
+static int backfill_one(void *ud, const struct store_reading *r)
+{
+	struct backfill_run *b = ud;
+	size_t n = history_reading_json(r, &b->d->tz, b->buf, sizeof(b->buf));
+	if (n >= sizeof(b->buf))
+		return -ENOSPC;
+	return b->emit(b->ctx, r->utc, b->buf, n);
+}
+
+static int backfill_hook(void *ud, const char *meter, int64_t after_utc, size_t max,
+			 mqtt_emit_cb emit, void *ctx, int64_t *ret_complete_utc)
+{
+	struct daemon *d = ud;
+	struct backfill_run b = {d, emit, ctx, ""};
+	*ret_complete_utc = store_committed_upto(d->store, meter);
+	int n = store_readings_since(d->store, meter, after_utc, max, backfill_one, &b);
+	return n < 0 ? n : 0; /* the count is what emit saw */
+}
+
 /* The MQTT client, a sink of every meter. It connects (and reconnects) on its own. */
 static int start_mqtt(struct daemon *d)
 {
@@ -378,6 +413,12 @@ static int start_mqtt(struct daemon *d)
 	int r = mqtt_new(d->loop, &d->cfg->mqtt, &d->mqtt);
 	if (r == 0)
 		mqtt_set_dsmr_reader(d->mqtt, d->cfg->mqtt.dsmr_reader);
+	if (r == 0 && d->store)
+		mqtt_set_backfill(d->mqtt, backfill_hook, d);
+	if (r == 0 && d->http) {
+		http_add_status_hook(d->http, "mqtt", health_mqtt_status, d->mqtt);
+		http_add_metrics_hook(d->http, health_mqtt_metrics, d->mqtt);
+	}
 	for (size_t i = 0; r == 0 && i < d->n_meters; i++)
 		r = mqtt_attach(d->mqtt, d->meters[i]);
 	if (r < 0)

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "loop.h"
@@ -36,6 +37,9 @@ struct meter {
 	struct log_ratelimit errlog[P1_ERR_COUNT]; /* one summary per reason */
 	void (*finished_cb)(void *ud, struct meter *m);
 	void *finished_ud;
+	enum clock_policy clock;
+	int64_t reading_utc; /* time that dates the telegram being handed to the sinks */
+	bool clock_bogus;    /* the last telegram's meter time was rejected */
 };
 
 static int64_t now_utc(void)
@@ -89,6 +93,23 @@ static void on_result(void *ud, const struct p1_result *r)
 	m->st.telegrams++;
 	m->st.last_telegram_ms = loop_now_ms();
 	m->st.last_telegram_utc = now_utc();
+	bool fallback;
+	m->reading_utc = clock_reading_utc(t, m->st.last_telegram_utc, m->clock, &fallback);
+	if (fallback != m->clock_bogus) {
+		m->clock_bogus = fallback;
+		if (fallback) {
+			char when[32] = "?";
+			time_t u = (time_t)t->fields[P1_F_TIMESTAMP].time.utc;
+			struct tm tm;
+			if (gmtime_r(&u, &tm))
+				strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+			log_warning("meter %s: the meter's clock says %s, dating readings with the "
+			            "system clock (see clock in p1d.conf(5))",
+			            m->name, when);
+		}
+		else
+			log_notice("meter %s: the meter's clock is plausible again", m->name);
+	}
 	if (m->src)
 		source_note_valid(m->src);
 	if (p1_telegram_copy(m->latest, t))
@@ -199,6 +220,7 @@ int meter_new(struct loop *loop, const struct config_meter *cfg, const struct p1
 		return -ENOMEM;
 	snprintf(m->name, sizeof(m->name), "%s", cfg->name);
 	m->loop = loop;
+	m->clock = (enum clock_policy)cfg->clock;
 	for (size_t i = 0; i < P1_ERR_COUNT; i++)
 		m->errlog[i] = (struct log_ratelimit)LOG_RATELIMIT_INIT(METER_ERROR_SUMMARY_MS);
 	int r = decoder_from(cfg, tz, &m->dec);
@@ -278,6 +300,11 @@ const char *meter_name(const struct meter *m)
 void meter_get_stats(const struct meter *m, struct meter_stats *ret)
 {
 	*ret = m->st;
+}
+
+int64_t meter_reading_utc(const struct meter *m)
+{
+	return m->reading_utc;
 }
 
 const struct p1_telegram *meter_latest(const struct meter *m)

@@ -54,6 +54,10 @@ int meter_add_sink(struct meter *m, meter_sink_cb cb, void *ud);
 int meter_add_raw_sink(struct meter *m, meter_raw_cb cb, void *ud);
 
 const char *meter_name(const struct meter *m);
+/* The time (UTC seconds) that dates the telegram being handed to the sinks: the meter's clock
+ * or the system's, as the meter's clock setting says (clock.h). Sinks call it from their
+ * callback. */
+int64_t meter_reading_utc(const struct meter *m);
 void meter_get_stats(const struct meter *m, struct meter_stats *ret);
 /* The latest valid telegram, NULL before the first. Valid until the next loop iteration. */
 const struct p1_telegram *meter_latest(const struct meter *m);

@@ -41,6 +41,17 @@ struct mqtt_meter {
 	uint64_t announced[2]; /* fields whose discovery config went out on this connection */
 	bool published_once;
 	uint64_t last_publish_ms;
+	/* readings the outbox dropped, to be sent from the history: (gap_after, gap_to] */
+	int64_t gap_after, gap_to; /* gap_to 0: no gap */
+	uint64_t gap_dropped, gap_acked;
+	uint64_t gap_wait_until_ms; /* the history had nothing new: ask again from then */
+};
+
+/* A reading from the history handed to libmosquitto, not yet acknowledged. */
+struct bf_inflight {
+	int mid;
+	unsigned meter;
+	int64_t utc;
 };
 
 struct mqtt {
@@ -73,6 +84,11 @@ struct mqtt {
 
 	struct mqtt_queue *outbox;
 	size_t backlog; /* QoS > 0 messages outside the outbox not yet acknowledged */
+	mqtt_backfill_cb backfill;
+	void *backfill_ud;
+	struct bf_inflight bf[MQTT_INFLIGHT_MAX];
+	size_t n_bf;
+	int last_errno; /* errno of the last failed connection, for the backoff */
 	struct mqtt_meter *meters[CONFIG_METERS_MAX];
 	size_t n_meters;
 	char *buf;
@@ -185,9 +201,133 @@ static void publish_fields(struct mqtt_meter *mm, const struct p1_telegram *t)
 	}
 }
 
-/* Hands pending state messages to libmosquitto, at most MQTT_INFLIGHT_MAX at a time. */
+static size_t inflight(const struct mqtt *q)
+{
+	struct mqtt_queue_stats qs;
+	mqtt_queue_get_stats(q->outbox, &qs);
+	return qs.inflight + q->n_bf;
+}
+
+struct bf_ctx {
+	struct mqtt *q;
+	struct mqtt_meter *mm;
+	size_t emitted;
+	bool past_gap;
+};
+
+static int bf_emit(void *ctx, int64_t utc, const char *json, size_t len)
+{
+	struct bf_ctx *c = ctx;
+	struct mqtt *q = c->q;
+	struct mqtt_meter *mm = c->mm;
+	char topic[MQTT_TOPIC_MAX];
+	if (utc > mm->gap_to) {
+		c->past_gap = true;
+		return 1;
+	}
+	if (q->state != S_CONNECTED || q->lost || inflight(q) >= MQTT_INFLIGHT_MAX)
+		return 1;
+	snprintf(topic, sizeof(topic), "%s/%s/state", q->base, mm->name);
+	int mid = 0;
+	note_busy(q);
+	if (mosquitto_publish(q->mosq, &mid, topic, (int)len, json, q->qos, false) !=
+	    MOSQ_ERR_SUCCESS) {
+		q->lost = true;
+		return 1;
+	}
+	q->st.published++;
+	mm->gap_after = utc;
+	c->emitted++;
+	if (q->qos == 0) {
+		mm->gap_acked++;
+		q->st.backfilled++;
+	} else {
+		q->bf[q->n_bf++] = (struct bf_inflight){mid, mm->idx, utc};
+	}
+	return 0;
+}
+
+static bool bf_pending(const struct mqtt *q, unsigned meter)
+{
+	for (size_t i = 0; i < q->n_bf; i++)
+		if (q->bf[i].meter == meter)
+			return true;
+	return false;
+}
+
+/* The gap is filled (or the history cannot fill more of it). */
+static void gap_done(struct mqtt *q, struct mqtt_meter *mm)
+{
+	uint64_t lost = mm->gap_dropped > mm->gap_acked ? mm->gap_dropped - mm->gap_acked : 0;
+	q->st.dropped += lost;
+	if (lost)
+		log_warning("mqtt: meter %s: sent %llu readings of the outage from the history; %llu "
+			    "were not in it and are lost",
+			    mm->name, (unsigned long long)mm->gap_acked, (unsigned long long)lost);
+	else
+		log_notice("mqtt: meter %s: sent %llu readings of the outage from the history",
+			   mm->name, (unsigned long long)mm->gap_acked);
+	mm->gap_to = mm->gap_after = 0;
+	mm->gap_dropped = mm->gap_acked = 0;
+}
+
+/* Sends the meter's gap from the history while the in-flight window has room. */
+static void pump_backfill(struct mqtt *q, struct mqtt_meter *mm)
+{
+	uint64_t now = loop_now_ms();
+	while (mm->gap_to && q->state == S_CONNECTED && !q->lost &&
+	       inflight(q) < MQTT_INFLIGHT_MAX && now >= mm->gap_wait_until_ms) {
+		struct bf_ctx c = {q, mm, 0, false};
+		int64_t complete = 0;
+		int n = q->backfill(q->backfill_ud, mm->name, mm->gap_after,
+				    MQTT_INFLIGHT_MAX - inflight(q), bf_emit, &c, &complete);
+		if (n < 0) {
+			log_ratelimit(&q->rl_drop, now, LOG_WARNING,
+				      "mqtt: meter %s: cannot read the outage back from the history: "
+				      "%s",
+				      mm->name, strerror(-n));
+			mm->gap_wait_until_ms = now + MQTT_BACKFILL_WAIT_MS;
+			return;
+		}
+		if (c.emitted)
+			continue;
+		if (c.past_gap || complete >= mm->gap_to) {
+			if (!bf_pending(q, mm->idx))
+				gap_done(q, mm);
+		} else {
+			mm->gap_wait_until_ms = now + MQTT_BACKFILL_WAIT_MS; /* not committed yet */
+		}
+		return;
+	}
+}
+
+/* The outbox dropped a reading: with a history, it becomes part of the meter's gap. */
+static void on_outbox_drop(void *ud, unsigned meter, int64_t utc)
+{
+	struct mqtt *q = ud;
+	struct mqtt_meter *mm = q->meters[meter];
+	if (!q->backfill) {
+		q->st.dropped++;
+		return;
+	}
+	if (!mm->gap_to)
+		mm->gap_after = utc - 1;
+	if (utc > mm->gap_to)
+		mm->gap_to = utc;
+	mm->gap_dropped++;
+}
+
+/* Hands pending state messages to libmosquitto, at most MQTT_INFLIGHT_MAX at a time: the
+ * readings of a gap from the history first (they are older), then the outbox. */
 static void pump(struct mqtt *q)
 {
+	bool gaps = false;
+	for (size_t i = 0; q->backfill && i < q->n_meters; i++) {
+		pump_backfill(q, q->meters[i]);
+		gaps |= q->meters[i]->gap_to != 0;
+	}
+	if (gaps)
+		return;
 	struct mqtt_queue_stats qs;
 	char topic[MQTT_TOPIC_MAX];
 	unsigned idx;
@@ -197,7 +337,7 @@ static void pump(struct mqtt *q)
 	bool last;
 	for (;;) {
 		mqtt_queue_get_stats(q->outbox, &qs);
-		if (q->state != S_CONNECTED || q->lost || qs.inflight >= MQTT_INFLIGHT_MAX ||
+		if (q->state != S_CONNECTED || q->lost || qs.inflight + q->n_bf >= MQTT_INFLIGHT_MAX ||
 		    !mqtt_queue_peek(q->outbox, &idx, &payload, &len, &utc, &last))
 			return;
 		snprintf(topic, sizeof(topic), "%s/%s/state", q->base, q->meters[idx]->name);
@@ -223,7 +363,6 @@ static void pump(struct mqtt *q)
 static void on_connect(struct mosquitto *mosq, void *ud, int rc)
 {
 	struct mqtt *q = ud;
-	struct mqtt_queue_stats qs;
 	(void)mosq;
 	if (rc != 0) {
 		q->connack_rc = rc;
@@ -236,11 +375,13 @@ static void on_connect(struct mosquitto *mosq, void *ud, int rc)
 	q->was_connected = true;
 	q->st.connects++;
 	loop_timer_disarm(q->retry);
-	mqtt_queue_get_stats(q->outbox, &qs);
-	if (qs.entries)
-		log_notice("mqtt: connected to %s:%d, delivering %zu queued readings (%llu dropped "
-			   "so far)",
-			   q->host, q->port, qs.entries, (unsigned long long)qs.dropped);
+	struct mqtt_stats st;
+	mqtt_get_stats(q, &st);
+	if (st.waiting)
+		log_notice("mqtt: connected to %s:%d, delivering %llu readings kept during the outage "
+			   "(%llu dropped so far)",
+			   q->host, q->port, (unsigned long long)st.waiting,
+			   (unsigned long long)st.dropped);
 	else
 		log_notice("mqtt: connected to %s:%d", q->host, q->port);
 	log_ratelimit_flush(&q->rl_drop, loop_now_ms(), true);
@@ -273,9 +414,19 @@ static void on_publish(struct mosquitto *mosq, void *ud, int mid)
 	if (mqtt_queue_ack(q->outbox, mid, &utc)) {
 		q->st.delivered++;
 		q->st.last_acked_utc = utc;
-	} else if (q->backlog) {
-		q->backlog--;
+		return;
 	}
+	for (size_t i = 0; i < q->n_bf; i++) {
+		if (q->bf[i].mid != mid)
+			continue;
+		struct mqtt_meter *mm = q->meters[q->bf[i].meter];
+		mm->gap_acked++;
+		q->st.backfilled++;
+		q->bf[i] = q->bf[--q->n_bf];
+		return;
+	}
+	if (q->backlog)
+		q->backlog--;
 }
 
 /* Home Assistant announces itself on <prefix>/status: send the configs again. Retained
@@ -374,7 +525,12 @@ static void sync_watch(struct mqtt *q)
 
 static void schedule_retry(struct mqtt *q)
 {
-	loop_timer_arm(q->retry, mqtt_backoff_next(&q->backoff_ms, next_rnd(q)), 0);
+	uint64_t delay = mqtt_backoff_next(&q->backoff_ms, next_rnd(q));
+	if (q->last_errno == ECONNREFUSED && delay > MQTT_BACKOFF_REFUSED_MS) {
+		q->backoff_ms = MQTT_BACKOFF_REFUSED_MS; /* nobody listens yet: ask again soon */
+		delay = MQTT_BACKOFF_REFUSED_MS - MQTT_BACKOFF_REFUSED_MS * (next_rnd(q) % 21u) / 100u;
+	}
+	loop_timer_arm(q->retry, delay, 0);
 }
 
 /* Why the connection failed, for the log. */
@@ -413,7 +569,14 @@ static void connection_failed(struct mqtt *q, int rc, int err)
 	bool was = q->state == S_CONNECTED;
 	client_destroy(q);
 	mqtt_queue_requeue(q->outbox);
+	for (size_t i = 0; i < q->n_bf; i++) { /* sent again from the oldest unacknowledged */
+		struct mqtt_meter *mm = q->meters[q->bf[i].meter];
+		if (q->bf[i].utc - 1 < mm->gap_after)
+			mm->gap_after = q->bf[i].utc - 1;
+	}
+	q->n_bf = 0;
 	q->backlog = 0;
+	q->last_errno = rc == MOSQ_ERR_ERRNO ? err : 0;
 	q->lost = false;
 	q->stalled = false;
 	q->connack_rc = 0;
@@ -560,7 +723,7 @@ static void on_telegram(void *ud, struct meter *m, const struct p1_telegram *t, 
 	struct mqtt_queue_stats before, after;
 	uint64_t now = loop_now_ms();
 	bool new_fields = false;
-	(void)m;
+	(void)received_utc;
 	for (unsigned f = 0; f < P1_FIELD_COUNT; f++)
 		if (t->fields[f].presence != P1_ABSENT && !bit_get(mm->seen, f)) {
 			bit_set(mm->seen, f);
@@ -581,10 +744,15 @@ static void on_telegram(void *ud, struct meter *m, const struct p1_telegram *t, 
 		n = p1_json_telegram(t, flags, q->buf, q->buf_cap);
 	}
 	mqtt_queue_get_stats(q->outbox, &before);
-	mqtt_queue_push(q->outbox, mm->idx, received_utc, q->buf, n);
+	mqtt_queue_push(q->outbox, mm->idx, meter_reading_utc(m), q->buf, n);
 	mqtt_queue_get_stats(q->outbox, &after);
 	q->st.queued++;
-	if (after.dropped != before.dropped)
+	if (after.dropped != before.dropped && q->backfill)
+		log_ratelimit(&q->rl_drop, now, LOG_NOTICE,
+			      "mqtt: %zu readings wait in memory; older ones will be sent from the "
+			      "history",
+			      after.entries);
+	else if (after.dropped != before.dropped)
 		log_ratelimit(&q->rl_drop, now, LOG_WARNING,
 			      "mqtt: outbox full (%zu readings), dropping the oldest; %llu dropped "
 			      "so far",
@@ -627,13 +795,22 @@ void mqtt_set_interval(struct mqtt *q, uint64_t interval_ms)
 	q->interval_ms = interval_ms;
 }
 
+void mqtt_set_backfill(struct mqtt *q, mqtt_backfill_cb cb, void *ud)
+{
+	q->backfill = cb;
+	q->backfill_ud = ud;
+}
+
 void mqtt_get_stats(const struct mqtt *q, struct mqtt_stats *ret)
 {
 	struct mqtt_queue_stats qs;
 	mqtt_queue_get_stats(q->outbox, &qs);
 	*ret = q->st;
-	ret->dropped = qs.dropped;
+	ret->overflowed = qs.dropped;
 	ret->waiting = qs.entries;
+	for (size_t i = 0; i < q->n_meters; i++) /* not yet sent from the history */
+		if (q->meters[i]->gap_to && q->meters[i]->gap_dropped > q->meters[i]->gap_acked)
+			ret->waiting += q->meters[i]->gap_dropped - q->meters[i]->gap_acked;
 }
 
 static char *dup_or_empty(const char *s)
@@ -679,11 +856,14 @@ int mqtt_new(struct loop *loop, const struct config_mqtt *cfg, struct mqtt **ret
 	if (!q->host || !q->client_id || !q->username || !q->password || !q->base || !q->prefix ||
 	    !q->ca || !q->cert || !q->key || ensure_buf(q, JSON_BUF_START) < 0)
 		goto fail;
-	if ((r = mqtt_queue_new(MQTT_QUEUE_MAX_DEFAULT, MQTT_QUEUE_BYTES_DEFAULT, &q->outbox)) < 0 ||
+	size_t entries = cfg->queue > 0 ? (size_t)cfg->queue : MQTT_QUEUE_MAX_DEFAULT;
+	size_t bytes = MQTT_QUEUE_BYTES_DEFAULT / MQTT_QUEUE_MAX_DEFAULT * entries;
+	if ((r = mqtt_queue_new(entries, bytes, &q->outbox)) < 0 ||
 	    (r = loop_timer_new(loop, on_retry, q, &q->retry)) < 0 ||
 	    (r = loop_timer_new(loop, on_misc, q, &q->misc)) < 0 ||
 	    (r = loop_hook_add(loop, on_before_sleep, q, &q->hook)) < 0)
 		goto fail;
+	mqtt_queue_on_drop(q->outbox, on_outbox_drop, q);
 	mosquitto_lib_init();
 	q->lib_init = true;
 	if ((r = client_create(q)) < 0) /* checks the settings now: TLS files, ... */

@@ -14,14 +14,12 @@
  * loses nothing until the bound is hit; what is dropped is counted and logged in summary.
  * Per-field topics are not queued: after a reconnect the latest values are published.
  *
- * Backfill from the store (planned): the outbox is the only place that knows what the broker
- * has not acknowledged. A store-backed replay will register a callback of the form
- *   int (*backfill)(void *ud, const char *meter, int64_t since_utc, size_t max,
- *                   int (*emit)(struct mqtt *q, unsigned meter, int64_t utc,
- *                               const char *json, size_t len));
- * asked for readings after the last acknowledged one (mqtt_get_stats().last_acked_utc) when the
- * outbox has room after a reconnect; the RAM outbox then only holds the in-flight window.
- * Nothing here depends on the store today.
+ * Backfill from the history: with a store (mqtt_set_backfill), the outbox holds the recent
+ * readings only ([mqtt] queue of them); the readings it drops during a long outage are
+ * remembered per meter as a gap of time, and after the reconnect they are read back from the
+ * history and published to `<base>/<meter>/state` with their original times, oldest first,
+ * before the outbox's newer ones, with the same in-flight window and acknowledgements. Readings
+ * the history does not have (raw_days passed, store failing) are counted as dropped.
  *
  * The name of the broker is resolved by libmosquitto inside the connect call (getaddrinfo):
  * with a numeric address or a name in /etc/hosts that never waits; a name that needs DNS may
@@ -30,6 +28,7 @@
 #define P1D_MQTT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct loop;
@@ -39,6 +38,11 @@ struct mqtt;
 
 #define MQTT_BACKOFF_MIN_MS 1000u
 #define MQTT_BACKOFF_MAX_MS 30000u
+/* A broker that refuses the connection (restarting, port closed) costs nothing to ask again:
+ * retry at least this often, so that p1d is back within about a second of the broker. */
+#define MQTT_BACKOFF_REFUSED_MS 1500u
+/* After the history had nothing new for a gap, ask again after this long. */
+#define MQTT_BACKFILL_WAIT_MS 1000u
 /* A connection that has no CONNACK after this long is abandoned and retried. */
 #define MQTT_CONNECT_TIMEOUT_MS 10000u
 /* State messages in flight at once (handed to libmosquitto, not acknowledged). */
@@ -59,11 +63,22 @@ struct mqtt_stats {
 	uint64_t published;      /* messages handed to libmosquitto */
 	uint64_t queued;         /* state messages ever put in the outbox */
 	uint64_t delivered;      /* state messages acknowledged */
-	uint64_t dropped;        /* state messages dropped because the outbox was full */
+	uint64_t dropped;        /* state messages that will never be delivered */
+	uint64_t overflowed;     /* state messages the full outbox dropped (with a store: sent
+	                          * later from the history, unless it lacks them) */
+	uint64_t backfilled;     /* readings from the history acknowledged by the broker */
 	uint64_t skipped;        /* per-field messages skipped because the broker lagged */
 	uint64_t waiting;        /* state messages in the outbox now */
 	int64_t last_acked_utc;  /* receive time of the newest state message acknowledged */
 };
+
+/* Backfill hook: call emit(ctx, utc, json, len) for the meter's readings newer than
+ * after_utc, oldest first, at most max of them, stopping when emit returns non-zero; set
+ * *ret_complete_utc to the time up to which the history holds every reading. Returns 0 or a
+ * negative errno. */
+typedef int (*mqtt_emit_cb)(void *ctx, int64_t utc, const char *json, size_t len);
+typedef int (*mqtt_backfill_cb)(void *ud, const char *meter, int64_t after_utc, size_t max,
+                                mqtt_emit_cb emit, void *ctx, int64_t *ret_complete_utc);
 
 /* Creates the client and starts connecting (from the loop, at once). cfg is copied. Returns
  * 0, -EINVAL for a setting libmosquitto refuses (TLS files, ...; logged), -ENOMEM. */
@@ -79,6 +94,8 @@ int mqtt_attach(struct mqtt *q, struct meter *m);
 void mqtt_set_dsmr_reader(struct mqtt *q, bool on);
 /* Change the publish interval (the `interval` key can be reloaded). */
 void mqtt_set_interval(struct mqtt *q, uint64_t interval_ms);
+/* Readings the outbox drops are sent later from the history through cb. */
+void mqtt_set_backfill(struct mqtt *q, mqtt_backfill_cb cb, void *ud);
 
 void mqtt_get_stats(const struct mqtt *q, struct mqtt_stats *ret);
 

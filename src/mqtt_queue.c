@@ -26,6 +26,8 @@ struct mqtt_queue {
 	size_t live;  /* entries not done */
 	size_t max_entries, max_bytes;
 	struct mqtt_queue_stats st;
+	mqtt_queue_drop_cb on_drop;
+	void *drop_ud;
 };
 
 int mqtt_queue_new(size_t max_entries, size_t max_bytes, struct mqtt_queue **ret)
@@ -58,6 +60,12 @@ struct mqtt_queue *mqtt_queue_free(struct mqtt_queue *q)
 	return NULL;
 }
 
+void mqtt_queue_on_drop(struct mqtt_queue *q, mqtt_queue_drop_cb cb, void *ud)
+{
+	q->on_drop = cb;
+	q->drop_ud = ud;
+}
+
 static struct entry *at(const struct mqtt_queue *q, size_t i)
 {
 	return &q->ring[(q->head + i) % q->cap];
@@ -85,6 +93,8 @@ static bool drop_oldest(struct mqtt_queue *q)
 	for (size_t i = 0; i < q->n; i++) {
 		struct entry *e = at(q, i);
 		if (e->state == E_PENDING) {
+			if (q->on_drop)
+				q->on_drop(q->drop_ud, e->meter, e->utc);
 			finish(q, e);
 			q->st.dropped++;
 			return true;
@@ -107,6 +117,8 @@ int mqtt_queue_push(struct mqtt_queue *q, unsigned meter, int64_t received_utc,
 	if (q->n == q->cap) { /* only in-flight or done-out-of-order entries: no room at all */
 		free(copy);
 		q->st.dropped++;
+		if (q->on_drop)
+			q->on_drop(q->drop_ud, meter, received_utc);
 		return 0;
 	}
 	*at(q, q->n) = (struct entry){copy, len, received_utc, 0, meter, E_PENDING};

@@ -37,9 +37,14 @@ struct mqtt_queue_stats {
 int mqtt_queue_new(size_t max_entries, size_t max_bytes, struct mqtt_queue **ret);
 struct mqtt_queue *mqtt_queue_free(struct mqtt_queue *q);
 
-/* Append a copy of payload for meter slot `meter` (an index the caller chooses), received at
- * received_utc. Drops the oldest pending entries while a bound is exceeded. -ENOMEM, -E2BIG
- * for a payload larger than max_bytes. */
+/* Called for every entry dropped because a bound was hit, oldest first, with the meter slot
+ * and time it was pushed with. */
+typedef void (*mqtt_queue_drop_cb)(void *ud, unsigned meter, int64_t utc);
+void mqtt_queue_on_drop(struct mqtt_queue *q, mqtt_queue_drop_cb cb, void *ud);
+
+/* Append a copy of payload for meter slot `meter` (an index the caller chooses), dated
+ * received_utc (the reading's time). Drops the oldest pending entries while a bound is
+ * exceeded. -ENOMEM, -E2BIG for a payload larger than max_bytes. */
 int mqtt_queue_push(struct mqtt_queue *q, unsigned meter, int64_t received_utc,
 		    const char *payload, size_t len);
 

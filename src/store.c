@@ -10,10 +10,12 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -258,6 +260,17 @@ static int setup_db(struct store *s)
 	return prepare(s);
 }
 
+/* SQLite's automatic checkpoint, done here so that it is counted: in WAL mode with
+ * synchronous=NORMAL a checkpoint is when the database is fsynced. */
+static int on_wal(void *ud, sqlite3 *db, const char *name, int pages)
+{
+	struct store *s = ud;
+	if (pages >= STORE_CHECKPOINT_PAGES &&
+	    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) == SQLITE_OK)
+		s->checkpoints++;
+	return SQLITE_OK;
+}
+
 static int open_db(struct store *s)
 {
 	for (int attempt = 0; attempt < 2; attempt++) {
@@ -266,8 +279,11 @@ static int open_db(struct store *s)
 		int rc = sqlite3_open_v2(s->path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
 		if (rc == SQLITE_OK)
 			rc = setup_db(s);
-		if (rc == SQLITE_OK)
+		if (rc == SQLITE_OK) {
+			if (!s->read_only)
+				sqlite3_wal_hook(s->db, on_wal, s);
 			return 0;
+		}
 		int r = store_errno(rc);
 		if (r == -EBADMSG && !s->read_only && attempt == 0) {
 			close_db(s);
@@ -585,6 +601,8 @@ static int commit(struct store *s, bool all)
 		m->n_flush = 0;
 	}
 	s->committed += s->count;
+	s->commits++;
+	s->last_commit_utc = (int64_t)time(NULL);
 	s->head = s->count = 0;
 	recovered(s);
 	return 0;
@@ -672,7 +690,27 @@ void store_get_stats(const struct store *s, struct store_stats *ret)
 		.segments = s->segments,
 		.backlog = s->count,
 		.healthy = s->healthy,
+		.commits = s->commits,
+		.checkpoints = s->checkpoints,
+		.last_commit_utc = s->last_commit_utc,
 	};
+	struct stat st;
+	char wal[PATH_MAX];
+	if (s->path && stat(s->path, &st) == 0)
+		ret->db_bytes += (uint64_t)st.st_size;
+	if (s->path && snprintf(wal, sizeof(wal), "%s-wal", s->path) < (int)sizeof(wal) &&
+	    stat(wal, &st) == 0)
+		ret->db_bytes += (uint64_t)st.st_size;
+	if (s->db) {
+		int cur = 0, hi = 0;
+		if (sqlite3_db_status(s->db, SQLITE_DBSTATUS_CACHE_WRITE, &cur, &hi, 0) == SQLITE_OK)
+			ret->pages_written = (uint64_t)cur;
+	}
+}
+
+const char *store_path(const struct store *s)
+{
+	return s->path;
 }
 
 int64_t store_committed_upto(const struct store *s, const char *meter)

@@ -39,6 +39,8 @@ struct store;
 /* Retry delays after a failed commit or open: doubled from MIN up to MAX. */
 #define STORE_RETRY_MIN_MS 1000u
 #define STORE_RETRY_MAX_MS 300000u
+/* WAL pages after which a commit runs a checkpoint (SQLite's own default). */
+#define STORE_CHECKPOINT_PAGES 1000
 /* Rows one query may return at most. */
 #define STORE_QUERY_ROWS_MAX 1000000u
 
@@ -101,8 +103,10 @@ struct store *store_free(struct store *s);
 /* Meter sink (meter_sink_cb): ud is the store. */
 void store_sink(void *ud, struct meter *m, const struct p1_telegram *t, int64_t received_utc);
 
-/* Add one telegram of meter name; t is borrowed. Returns 1 when queued, 0 when ignored
- * (not newer than the meter's last reading: a duplicate), negative errno. */
+/* Add one telegram of meter name, dated utc (seconds); t is borrowed. Returns 1 when queued,
+ * 0 when ignored (not newer than the meter's last reading: a duplicate), negative errno. */
+int store_add_at(struct store *s, const char *meter, const struct p1_telegram *t, int64_t utc);
+/* The same, dated by the meter's clock unless it is implausible (clock.h, CLOCK_AUTO). */
 int store_add(struct store *s, const char *meter, const struct p1_telegram *t,
 	      int64_t received_utc);
 
@@ -121,8 +125,15 @@ struct store_stats {
 	uint64_t segments;        /* new segments started (swaps, resets) */
 	size_t backlog;
 	bool healthy;             /* the last commit or open succeeded */
+	uint64_t commits;         /* transactions that wrote readings */
+	uint64_t checkpoints;     /* WAL checkpoints: when the database file is fsynced */
+	int64_t last_commit_utc;  /* 0: none yet */
+	uint64_t db_bytes;        /* size of the database file and its WAL now */
+	uint64_t pages_written;   /* database pages this connection wrote (since it opened) */
 };
 void store_get_stats(const struct store *s, struct store_stats *ret);
+/* The database file. */
+const char *store_path(const struct store *s);
 /* Newest reading of the meter written to disk (UTC), 0: none. For MQTT backfill cursors. */
 int64_t store_committed_upto(const struct store *s, const char *meter);
 

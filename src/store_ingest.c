@@ -12,15 +12,12 @@
 #include <string.h>
 
 #include "log.h"
+#include "clock.h"
 #include "loop.h"
 #include "meter.h"
 #include "store.h"
 #include "store_int.h"
 
-/* Meter clocks before this are bogus (year 2000 resets, 1970 sentinels). */
-#define BOGUS_BEFORE_UTC 1262304000 /* 2010-01-01 */
-/* A meter clock this far ahead of the system clock is bogus. */
-#define BOGUS_AHEAD_S 86400
 /* A register step above this rate is a swap nobody announced: 1 MW of power or 1000 m3 of gas
  * an hour, in thousandths per second, over at least an hour. */
 #define JUMP_MILLI_PER_S 277778
@@ -190,17 +187,6 @@ static void text_of(const struct p1_telegram *t, enum p1_field f, char *buf, siz
 	buf[n] = 0;
 }
 
-/* The meter's clock in UTC, or the system's when the meter has none or a bogus one. */
-static int64_t telegram_utc(const struct p1_telegram *t, int64_t received_utc)
-{
-	if (p1_has(t, P1_F_TIMESTAMP)) {
-		int64_t u = t->fields[P1_F_TIMESTAMP].time.utc;
-		if (u >= BOGUS_BEFORE_UTC && u <= received_utc + BOGUS_AHEAD_S)
-			return u;
-	}
-	return received_utc;
-}
-
 static int64_t power_net_w(const struct p1_telegram *t, bool *ret_have)
 {
 	int64_t del = 0, ret = 0;
@@ -256,12 +242,16 @@ static void drop_oldest(struct store *s)
 int store_add(struct store *s, const char *meter, const struct p1_telegram *t,
 	      int64_t received_utc)
 {
+	return store_add_at(s, meter, t, clock_reading_utc(t, received_utc, CLOCK_AUTO, NULL));
+}
+
+int store_add_at(struct store *s, const char *meter, const struct p1_telegram *t, int64_t utc)
+{
 	struct store_meter *m = store_find_meter(s, meter, true);
 	if (!m || s->read_only)
 		return m ? -EROFS : -E2BIG;
 	if (!m->loaded)
 		store_load_meter(s, m);
-	int64_t utc = telegram_utc(t, received_utc);
 	if (m->started && utc <= m->last_utc) {
 		s->ignored++;
 		return 0;
@@ -308,5 +298,6 @@ int store_add(struct store *s, const char *meter, const struct p1_telegram *t,
 
 void store_sink(void *ud, struct meter *m, const struct p1_telegram *t, int64_t received_utc)
 {
-	store_add(ud, meter_name(m), t, received_utc);
+	(void)received_utc;
+	store_add_at(ud, meter_name(m), t, meter_reading_utc(m));
 }

@@ -95,6 +95,8 @@ struct store {
 	uint8_t *buf; /* chunk encoding */
 	size_t buf_cap;
 	uint64_t queued, ignored, committed, dropped, commit_failures, segments;
+	uint64_t commits, checkpoints;
+	int64_t last_commit_utc;
 	struct log_ratelimit fail_rl, drop_rl;
 };
 
