@@ -297,21 +297,30 @@ static int start_store(struct daemon *d, const struct p1_tz *tz)
 #define HISTORY_BUCKETS_MAX 50000 /* per request: a year of hours, a month of minutes */
 
 /* GET /api/v1/meters/<m>/history?resolution=&from=&to=[&format=csv|json]: the rows `p1d
- * history` prints, CSV with format=csv or "Accept: text/csv". */
+ * history` prints, CSV with format=csv or "Accept: text/csv". Without to: up to the end of
+ * the current bucket; without from: the last hour of minutes, day of hours, 31 days of days
+ * or year of months. */
 static int history_hook(void *ud, const char *meter, const struct http_request *req,
 			struct http_reply *ret)
 {
 	static const int64_t bucket_s[] = {60, 3600, 86400, 28 * 86400};
+	static const int64_t span_s[] = {3600, 86400, 31 * 86400, 365 * 86400};
 	struct daemon *d = ud;
 	const char *res_s = req->arg(req, "resolution"), *from_s = req->arg(req, "from");
 	const char *to_s = req->arg(req, "to"), *fmt = req->arg(req, "format");
 	const char *accept = req->header(req, "Accept");
 	int res = res_s ? store_resolution_by_name(res_s) : -1;
-	int64_t from, to;
-	if (res < 0 || !from_s || !to_s || history_parse_date(from_s, &d->tz, &from) < 0 ||
-	    history_parse_date(to_s, &d->tz, &to) < 0 || to <= from) {
-		http_reply_error(ret, 400, "need resolution=minute|hour|day|month, from=DATE and "
-					   "to=DATE after it (2026-10-01, 2026-10-01T06:00Z)");
+	int64_t from = 0, to = 0, start;
+	if (res >= 0 && !to_s)
+		store_bucket_bounds((enum store_resolution)res, &d->tz, (int64_t)time(NULL), &start,
+				    &to);
+	if (res >= 0 && !from_s)
+		store_bucket_bounds((enum store_resolution)res, &d->tz, to - span_s[res], &from,
+				    &start);
+	if (res < 0 || (from_s && history_parse_date(from_s, &d->tz, &from) < 0) ||
+	    (to_s && history_parse_date(to_s, &d->tz, &to) < 0) || to <= from) {
+		http_reply_error(ret, 400, "need resolution=minute|hour|day|month, and from=DATE and "
+					   "to=DATE after it when given (2026-10-01, 2026-10-01T06:00Z)");
 		return 0;
 	}
 	if (fmt && strcmp(fmt, "csv") && strcmp(fmt, "json")) {

@@ -378,8 +378,8 @@ static void on_connect(struct mosquitto *mosq, void *ud, int rc)
 	struct mqtt_stats st;
 	mqtt_get_stats(q, &st);
 	if (st.waiting)
-		log_notice("mqtt: connected to %s:%d, delivering %llu readings kept during the outage "
-			   "(%llu dropped so far)",
+		log_notice("mqtt: connected to %s:%d, delivering %llu readings kept while "
+			   "disconnected (%llu dropped so far)",
 			   q->host, q->port, (unsigned long long)st.waiting,
 			   (unsigned long long)st.dropped);
 	else

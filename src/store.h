@@ -11,8 +11,9 @@
  * and retried with backoff; readings stay in memory (at most STORE_BACKLOG_MAX, oldest raw
  * readings dropped first; their usage is already in the minute buckets).
  *
- * Readers see committed rows only: store_query_history() (HTTP, `p1d history`) returns the
- * aggregates written so far (the hour in progress appears when it completes or at shutdown);
+ * store_query_history() (HTTP, `p1d history`) returns the aggregates written so far plus, in
+ * the process that ingests, the minutes still in memory (the hour in progress), so that today
+ * is up to date; another process reading the same file sees the complete hours only.
  * store_readings_since() (MQTT backfill) returns raw readings, with store_committed_upto() as
  * the cursor that only advances after a commit. Both use the store's own connection: call
  * them from the loop's thread. */

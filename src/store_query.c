@@ -3,6 +3,7 @@
  * for MQTT backfill. Reads committed rows only; never writes. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "store.h"
@@ -79,6 +80,74 @@ static int prepare_for(struct store *s, const char *sql, sqlite3_stmt **ret)
 	return rc ? store_errno(rc) : 0;
 }
 
+/* A bucket with the power sums kept, so that two parts of one bucket can be added. */
+struct part {
+	struct store_bucket b;
+	int64_t psum, pn;
+};
+
+static void add_part(struct part *to, const struct part *p)
+{
+	to->b.readings += p->b.readings;
+	for (int i = 0; i < STORE_REG_COUNT; i++)
+		if (p->b.have >> i & 1u) {
+			to->b.amount[i] += p->b.amount[i];
+			to->b.have |= 1u << i;
+		}
+	if (p->pn) {
+		if (!to->pn || p->b.power_min_w < to->b.power_min_w)
+			to->b.power_min_w = p->b.power_min_w;
+		if (!to->pn || p->b.power_max_w > to->b.power_max_w)
+			to->b.power_max_w = p->b.power_max_w;
+		to->psum += p->psum;
+		to->pn += p->pn;
+	}
+}
+
+static int emit(const struct store *s, enum store_resolution res, struct part *p,
+		store_bucket_cb cb, void *ud)
+{
+	store_bucket_bounds(res, &s->tz, p->b.start_utc, &p->b.start_utc, &p->b.end_utc);
+	p->b.have_power = p->pn > 0;
+	p->b.power_avg_w = p->pn > 0 ? p->psum / p->pn : 0;
+	return cb(ud, &p->b);
+}
+
+/* The minutes in memory (not yet written: the hour in progress, or everything since a failed
+ * commit) summed into buckets of res in [from, to), oldest first. Returns the count, or -ENOMEM. */
+static long pending_parts(const struct store *s, const char *meter, enum store_resolution res,
+			  int64_t from, int64_t to, struct part **ret)
+{
+	*ret = NULL;
+	const struct store_meter *m = NULL;
+	for (size_t i = 0; i < s->n_meters; i++)
+		if (!strcmp(s->meters[i].name, meter))
+			m = &s->meters[i];
+	if (!m || !m->n_pend)
+		return 0;
+	struct part *parts = calloc(m->n_pend, sizeof(*parts));
+	long n = 0;
+	if (!parts)
+		return -ENOMEM;
+	for (size_t i = 0; i < m->n_pend; i++) {
+		const struct store_minute *mi = &m->pend[i];
+		int64_t start, end;
+		store_bucket_bounds(res, &s->tz, mi->start, &start, &end);
+		if (start < from || start >= to)
+			continue;
+		if (!n || parts[n - 1].b.start_utc != start)
+			parts[n++].b.start_utc = start;
+		struct part p = {.b = {.readings = mi->n, .have = mi->have}, .psum = mi->psum,
+				 .pn = mi->pn};
+		memcpy(p.b.amount, mi->sum, sizeof(p.b.amount));
+		p.b.power_min_w = mi->pmin;
+		p.b.power_max_w = mi->pmax;
+		add_part(&parts[n - 1], &p);
+	}
+	*ret = parts;
+	return n;
+}
+
 int store_query_history(struct store *s, const char *meter, enum store_resolution res,
 			int64_t from_utc, int64_t to_utc, store_bucket_cb cb, void *ud)
 {
@@ -90,37 +159,49 @@ int store_query_history(struct store *s, const char *meter, enum store_resolutio
 		 " AND a.start_utc >= ? AND a.start_utc < ? ORDER BY a.start_utc LIMIT %u",
 		 cols, STORE_QUERY_ROWS_MAX);
 	sqlite3_stmt *st;
+	struct part *pend;
 	int r = prepare_for(s, sql, &st);
 	if (r < 0)
 		return r;
+	long n_pend = pending_parts(s, meter, res, from_utc, to_utc, &pend), ip = 0;
+	if (n_pend < 0) {
+		sqlite3_finalize(st);
+		return (int)n_pend;
+	}
 	sqlite3_bind_text(st, 1, meter, -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 2, (int)res);
 	sqlite3_bind_int64(st, 3, from_utc);
 	sqlite3_bind_int64(st, 4, to_utc);
-	int n = 0, rc;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct store_bucket b = {0};
-		int64_t start = sqlite3_column_int64(st, 0);
-		store_bucket_bounds(res, &s->tz, start, &b.start_utc, &b.end_utc);
-		b.readings = (uint32_t)sqlite3_column_int64(st, 1);
-		int64_t pn = sqlite3_column_int64(st, 5);
-		if (pn > 0) {
-			b.have_power = true;
-			b.power_min_w = sqlite3_column_int64(st, 2);
-			b.power_max_w = sqlite3_column_int64(st, 3);
-			b.power_avg_w = sqlite3_column_int64(st, 4) / pn;
+	int n = 0, rc = SQLITE_DONE;
+	while (r == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		struct part p = {0};
+		p.b.start_utc = sqlite3_column_int64(st, 0);
+		p.b.readings = (uint32_t)sqlite3_column_int64(st, 1);
+		p.pn = sqlite3_column_int64(st, 5);
+		if (p.pn > 0) {
+			p.b.power_min_w = sqlite3_column_int64(st, 2);
+			p.b.power_max_w = sqlite3_column_int64(st, 3);
+			p.psum = sqlite3_column_int64(st, 4);
 		}
 		for (int i = 0; i < STORE_REG_COUNT; i++)
 			if (sqlite3_column_type(st, 6 + i) != SQLITE_NULL) {
-				b.amount[i] = sqlite3_column_int64(st, 6 + i);
-				b.have |= 1u << i;
+				p.b.amount[i] = sqlite3_column_int64(st, 6 + i);
+				p.b.have |= 1u << i;
 			}
-		n++;
-		if ((r = cb(ud, &b)) != 0)
-			break;
+		for (; r == 0 && ip < n_pend && pend[ip].b.start_utc < p.b.start_utc; ip++, n++)
+			r = emit(s, res, &pend[ip], cb, ud);
+		if (ip < n_pend && pend[ip].b.start_utc == p.b.start_utc)
+			add_part(&p, &pend[ip++]);
+		if (r == 0) {
+			n++;
+			r = emit(s, res, &p, cb, ud);
+		}
 	}
 	if (r == 0 && rc != SQLITE_DONE)
 		r = store_errno(rc);
+	for (; r == 0 && ip < n_pend; ip++, n++)
+		r = emit(s, res, &pend[ip], cb, ud);
 	sqlite3_finalize(st);
+	free(pend);
 	return r ? r : n;
 }

@@ -159,7 +159,7 @@ def test_sse(cli):
 
 def test_tokens(cli):
     routes = ["/api/v1/meters", "/api/v1/status", "/api/v1/now", "/api/v1/telegram",
-              "/api/v1/meters/main/now", "/api/v1/meters/main/history", "/metrics", "/api",
+              "/api/v1/meters/main/now", "/api/v1/meters/main/history?resolution=hour", "/metrics", "/api",
               "/api/v1/data", "/api/v1/events", "/nope"]
     for path in routes:
         for hdr, want in [({}, 401), ({"Authorization": "Bearer wrong"}, 401),
@@ -202,7 +202,8 @@ def raw_request(port, data, timeout=5):
 def test_malformed(cli):
     for path, want in [("/api/v1/meters/nope/now", 404), ("/api/v1/meters/../now", 404),
                        ("/api/v1/meters/main/now/", 404), ("/api/v1/telegram?mask=2", 400),
-                       ("/api/v1/history?resolution=year", 400), ("/api/v1/history", 503),
+                       ("/api/v1/history?resolution=year", 400), ("/api/v1/history", 400),
+                       ("/api/v1/history?resolution=hour&from=yesterday", 400),
                        ("/api/v1/meters/%00/now", 404), ("/api/v1/meters/%zz/now", 404),
                        ("/%", 404), ("/api/v1/now?" + "a=b&" * 200, 200)]:
         st, _, body = cli.request(path)
@@ -279,6 +280,32 @@ def test_load(cli, proc):
     check(closed == 2, f"per-IP limit: {closed} of 10 refused, want 2")
 
 
+def test_health(cli):
+    """The store's health in /api/v1/status and /metrics: it commits every second, so the
+    committed count grows and matches the database; MQTT is off, so its section is null."""
+    def committed():
+        return cli.json("/api/v1/status")["store"]["readings_committed"]
+    first = committed()
+    deadline = time.monotonic() + 5
+    while committed() <= first and time.monotonic() < deadline:
+        time.sleep(0.2)
+    st = cli.json("/api/v1/status")
+    store = st["store"]
+    check(store["readings_committed"] > first, f"store commits do not advance: {store}")
+    check(store["healthy"] is True and store["commit_failures"] == 0, f"store unhealthy: {store}")
+    check(store["size_bytes"] >= os.path.getsize(store["path"]) > 0, f"store size: {store}")
+    check(store["commits"] >= 1 and store["pages_written"] > 0, f"store counters: {store}")
+    check(st["mqtt"] is None, "mqtt section without MQTT")
+    _, _, body = cli.request("/metrics")
+    text = body.decode()
+    m = re.search(r"^p1d_store_readings_committed_total (\d+)$", text, re.M)
+    check(m and int(m.group(1)) >= store["readings_committed"], "p1d_store_readings_committed_total")
+    for fam in ("p1d_store_healthy 1", "p1d_store_size_bytes ", "p1d_process_resident_memory_bytes ",
+                "# TYPE p1d_store_checkpoints_total counter"):
+        check(fam in text, f"/metrics lacks {fam!r}")
+    check("p1d_mqtt_" not in text, "MQTT families without MQTT")
+
+
 AUTH_LINE = ("Authorization: Bearer %s\r\n" % TOKEN).encode()
 
 
@@ -293,9 +320,11 @@ def main():
         port = free_port()
         conf = os.path.join(d, "p1d.conf")
         with open(conf, "w") as f:
-            f.write("[meter main]\nfile = %s\npace = meter\n\n[store]\nenabled = false\n\n"
+            f.write("[meter main]\nfile = %s\npace = meter\n\n[store]\ndatabase = %s\n"
+                    "commit_interval = 1s\n\n"
                     "[mqtt]\n\n[http]\nlisten = 127.0.0.1:%d\nmax_connections = 256\n"
-                    "timeout = 2s\nread_token = %s\nhomewizard = true\n" % (sim, port, TOKEN))
+                    "timeout = 2s\nread_token = %s\nhomewizard = true\n"
+                    % (sim, os.path.join(d, "p1d.db"), port, TOKEN))
         log = open(os.path.join(d, "p1d.log"), "w+")
         proc = subprocess.Popen([P1D, "-c", conf], stdout=subprocess.DEVNULL, stderr=log)
         cli = Client(port)
@@ -309,7 +338,7 @@ def main():
                 time.sleep(0.1)
             else:
                 raise AssertionError("no telegram over HTTP within 10 s")
-            for t in (test_exact, test_sse, test_tokens, test_malformed):
+            for t in (test_exact, test_sse, test_tokens, test_malformed, test_health):
                 print("--", t.__name__, flush=True)
                 t(cli)
             print("-- test_load", flush=True)

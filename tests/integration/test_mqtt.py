@@ -129,6 +129,98 @@ class Subscriber:
             self.p.wait(5)
 
 
+class FakeBroker:
+    """A scripted MQTT 3.1.1 broker on a free port: answers CONNECT, SUBSCRIBE and PINGREQ,
+    records every PUBLISH as (connection, packet id, topic, payload, dup flag), and sends
+    PUBACK for state messages only when `ack` is true (always for the others). One
+    connection at a time, in a thread."""
+
+    def __init__(self):
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(4)
+        self.port = self.srv.getsockname()[1]
+        self.ack = False
+        self.publishes = []
+        self.connections = 0
+        self.conn = None
+        self.lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+                self.conn = c
+            try:
+                self._session(c, self.connections)
+            except OSError:
+                pass
+            c.close()
+
+    @staticmethod
+    def _read(c, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = c.recv(n - len(buf))
+            if not chunk:
+                raise OSError("closed")
+            buf += chunk
+        return buf
+
+    def _session(self, c, conn_no):
+        while True:
+            h = self._read(c, 1)[0]
+            length, mult = 0, 1
+            while True:
+                b = self._read(c, 1)[0]
+                length += (b & 127) * mult
+                mult *= 128
+                if not b & 128:
+                    break
+            body = self._read(c, length)
+            kind = h >> 4
+            if kind == 1:    # CONNECT
+                c.sendall(b"\x20\x02\x00\x00")
+            elif kind == 3:  # PUBLISH
+                qos = (h >> 1) & 3
+                tl = int.from_bytes(body[:2], "big")
+                topic = body[2:2 + tl].decode()
+                pid = int.from_bytes(body[2 + tl:4 + tl], "big") if qos else 0
+                payload = body[2 + tl + (2 if qos else 0):]
+                with self.lock:
+                    self.publishes.append((conn_no, pid, topic, payload, bool(h & 8)))
+                if qos == 1 and (self.ack or not topic.endswith("/state")):
+                    c.sendall(b"\x40\x02" + pid.to_bytes(2, "big"))
+            elif kind == 8:  # SUBSCRIBE: grant QoS 0
+                c.sendall(b"\x90\x03" + body[:2] + b"\x00")
+            elif kind == 12:  # PINGREQ
+                c.sendall(b"\xd0\x00")
+            elif kind == 14:  # DISCONNECT
+                return
+
+    def states(self, conn_no=None):
+        with self.lock:
+            return [json.loads(p[3])["timestamp"] for p in self.publishes
+                    if p[2].endswith("/state") and (conn_no is None or p[0] == conn_no)]
+
+    def drop(self):
+        """Close the current connection (the broker going away mid-QoS 1)."""
+        with self.lock:
+            if self.conn:
+                self.conn.shutdown(socket.SHUT_RDWR)
+
+    def close(self):
+        self.srv.close()
+        with self.lock:
+            if self.conn:
+                self.conn.close()
+
+
 class MqttTest(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="p1d-mqtt-")
@@ -351,7 +443,7 @@ class MqttTest(unittest.TestCase):
                                  35)
         self.assertTrue(reconnected, self.mqtt_log(p))
         self.assertRegex(self.mqtt_log(p).splitlines()[-1],
-                         r"connected to .*delivering \d+ readings kept during the outage")
+                         r"connected to .*delivering \d+ readings kept while disconnected")
         reconnect_s = now() - t_start
         figure(f"reconnected {reconnect_s:.1f} s after the broker listened again")
         # a refused connection is retried at least every MQTT_BACKOFF_REFUSED_MS (1.5 s)
@@ -417,6 +509,28 @@ class MqttTest(unittest.TestCase):
         self.assertNotRegex(self.mqtt_log(p), r"are lost|dropping the oldest")
         figure(f"{len(history)} readings of a {read_during}-telegram outage sent from the history,"
                f" {len(stamps) - len(unique)} duplicates")
+
+    def test_no_puback_means_not_delivered(self):
+        """M7: a broker that takes QoS 1 state messages without acknowledging them, then drops
+        the connection. Every unacknowledged message is sent again on the next connection
+        (only a PUBACK counts as delivered), and nothing newer is lost."""
+        fake = FakeBroker()
+        self.addCleanup(fake.close)
+        self.port = fake.port
+        p = self.start_p1d(self.write_config(), interval=0.25)
+        self.assertTrue(wait_until(lambda: len(fake.states(1)) >= 8, 15), p.log.text())
+        fake.ack = True
+        fake.drop()
+        unacked = set(fake.states(1))
+        self.assertLessEqual(len(unacked), 20, "more in flight than MQTT_INFLIGHT_MAX")
+        self.expect_log(p, r"mqtt: lost the connection", 5)
+        self.assertTrue(wait_until(lambda: fake.connections >= 2, 10), self.mqtt_log(p))
+        self.assertTrue(wait_until(lambda: unacked <= set(fake.states(2)), 10),
+                        f"not sent again: {sorted(unacked - set(fake.states(2)))}")
+        read = self.telegrams_read(p)
+        self.assertTrue(wait_until(lambda: len(set(fake.states())) >= read, 10),
+                        "newer telegrams not delivered after the acknowledgements resumed")
+        figure(f"{len(unacked)} unacknowledged state messages sent again after the reconnect")
 
     def test_stalled_broker(self):
         """M3/M4: a broker that stops answering (SIGSTOP) is noticed within 1.5 x keepalive,

@@ -187,6 +187,40 @@ static void test_bucket_bounds(void **state)
 	assert_int_equal(store_resolution_by_name("week"), -1);
 }
 
+/* The hour in progress is answered from memory, merged with the written hours, and equals
+ * what the database holds once it is written. */
+static void test_hour_in_progress(void **state)
+{
+	(void)state;
+	struct store *s = open_store(7);
+	int64_t t0 = p1_time_from_civil(2026, 11, 20, 9, 0, 0), t1 = 1000000, gas = 500000;
+	feed(s, t0, 10, 360 + 150, "E1", &t1, &gas); /* one hour and 25 minutes */
+	assert_int_equal(store_commit(s), 0);         /* writes the complete hour only */
+	struct sums now_h = query(s, STORE_RES_HOUR, t0, t0 + 2 * 3600);
+	struct sums now_d = query(s, STORE_RES_DAY, t0 - 86400, t0 + 86400);
+	struct sums now_m = query(s, STORE_RES_MINUTE, t0, t0 + 2 * 3600);
+	assert_int_equal(now_h.n, 2);
+	assert_int_equal(now_h.last_end, t0 + 2 * 3600);
+	assert_int_equal(now_m.n, 60 + 25);
+	assert_int_equal(now_h.t1, t1 - first_t1); /* every Wh, the hour in progress included */
+	assert_int_equal(now_d.t1, now_h.t1);
+	assert_int_equal(now_d.gas, gas - first_gas);
+	assert_int_equal(now_m.t1, now_h.t1);
+	assert_true(now_h.pmax >= now_h.pmin);
+	/* a range that ends before the hour in progress does not see it */
+	assert_int_equal(query(s, STORE_RES_HOUR, t0, t0 + 3600).n, 1);
+	assert_int_equal(store_sync(s), 0); /* now the database has it: same answers */
+	struct sums h = query(s, STORE_RES_HOUR, t0, t0 + 2 * 3600);
+	struct sums d = query(s, STORE_RES_DAY, t0 - 86400, t0 + 86400);
+	assert_int_equal(h.n, 2);
+	assert_int_equal(h.t1, now_h.t1);
+	assert_int_equal(h.pmin, now_h.pmin);
+	assert_int_equal(h.pmax, now_h.pmax);
+	assert_int_equal(d.t1, now_d.t1);
+	assert_int_equal(d.gas, now_d.gas);
+	store_free(s);
+}
+
 static void test_swap_and_reset(void **state)
 {
 	(void)state;
@@ -391,6 +425,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_bucket_bounds, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hour_in_progress, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fall_back_day, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_spring_forward_day, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_swap_and_reset, setup, teardown),
