@@ -5,8 +5,8 @@ Covers rows M1, M2 (accelerated), M5 and M6 of the test matrix and issue 5's che
 topics carry exactly what `p1d decode` reads from the same telegram, the state topic is the
 decode JSON without framing, Home Assistant discovery configs are valid JSON with the right
 classes and units, SIGKILL of p1d turns `<base>/status` offline (the will) within 1.5 x
-keepalive, a broker stopped for 20 s and restarted gets every telegram of the outage
-afterwards, a wrong password is refused with one clear log line while p1d keeps reading, and
+keepalive, a broker stopped for a minute and restarted gets every telegram of the outage
+afterwards (and, with a store and a small memory queue, from the history), a wrong password is refused with one clear log line while p1d keeps reading, and
 TLS to a broker with a test CA works (and fails with another CA).
 
 Every broker is Debian's mosquitto on a free loopback port with a generated config; the
@@ -422,8 +422,8 @@ class MqttTest(unittest.TestCase):
         self.assertEqual(self.retained(["p1d/status"]).get("p1d/status"), "offline")
 
     def test_outage_delivers_every_telegram(self):
-        """M2 (accelerated): broker stopped for 20 s; afterwards every telegram of the outage
-        arrives on the state topic, with its own timestamp, in order."""
+        """M2 (accelerated): broker stopped for a minute at 4 telegrams/s; afterwards every
+        telegram of the outage arrives on the state topic, with its own timestamp, in order."""
         self.start_broker()
         p = self.start_p1d(self.write_config(), interval=0.25)
         sub1 = self.subscriber(["p1d/main/state"])
@@ -431,9 +431,9 @@ class MqttTest(unittest.TestCase):
         self.stop_broker()
         t_stop = now()
         read_before = self.telegrams_read(p)
-        time.sleep(20)
+        time.sleep(60)
         read_during = self.telegrams_read(p) - read_before
-        self.assertGreater(read_during, 60, "reading slowed while the broker was away")
+        self.assertGreater(read_during, 200, "reading slowed while the broker was away")
         sub1.stop()
         self.start_broker()
         t_start = now()
