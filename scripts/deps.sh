@@ -5,9 +5,12 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   libssl-dev libserialport-dev libmosquitto-dev libmicrohttpd-dev libjansson-dev
-  libsystemd-dev libinih-dev libsqlite3-dev libcmocka-dev
+  libsystemd-dev libinih-dev libsqlite3-dev libcmocka-dev libavahi-client-dev
   clang libclang-rt-14-dev valgrind
-  socat mosquitto mosquitto-clients openssl sqlite3 curl wrk python3 mandoc tzdata
+  libjs-chart.js chromium python3-websocket
+  debhelper lintian debootstrap debian-archive-keyring
+  socat mosquitto mosquitto-clients openssl sqlite3 curl wrk python3 mandoc tzdata faketime
+  dbus avahi-daemon avahi-utils iproute2
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "http_static.h"
 #include "p1/json.h"
 #include "version.h"
 
@@ -299,6 +300,8 @@ void api_dispatch(const struct http_ctx *ctx, const struct http_request *req, st
 	enum api_route route = api_v1_parse(req->path, meter, sizeof(meter));
 	if (!ctx->homewizard && (route == API_HW_API || route == API_HW_DATA))
 		route = API_NOT_FOUND;
+	if (route == API_NOT_FOUND && http_static_known(ctx->www, req->path))
+		route = API_STATIC;
 	if (route == API_NOT_FOUND) {
 		http_reply_error(r, 404, "not found");
 		return;
@@ -321,6 +324,9 @@ void api_dispatch(const struct http_ctx *ctx, const struct http_request *req, st
 	case API_HW_API:
 	case API_HW_DATA:
 		route_hw(ctx, route, r);
+		break;
+	case API_STATIC:
+		http_static_serve(ctx->www, req, r);
 		break;
 	default:
 		meter_dispatch(ctx, route, meter, req, r);

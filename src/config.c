@@ -352,6 +352,10 @@ static const struct config_item items[] = {
          .flags = R, .help = "Connections served at once."},
         {IN(HTTP) = "timeout", DUR(C, http.timeout_ms, SEC, 10 * MINUTE), .def = "10s", .flags = R,
          .help = "Close a connection idle this long."},
+        {IN(HTTP) = "tls_cert", PATH(C, http.tls_cert), .def = "", .flags = R,
+         .help = "PEM certificate (chain) to serve HTTPS with, with tls_key; empty: plain HTTP."},
+        {IN(HTTP) = "tls_key", PATH(C, http.tls_key), .def = "", .flags = R,
+         .help = "PEM private key of tls_cert; others may not read it."},
         {IN(HTTP) = "read_token", STR(C, http.read_token), .def = "", .max = 256,
          .flags = CONFIG_SECRET, .check = check_token,
          .help = "Bearer token needed to read; empty: reading needs none."},
@@ -362,6 +366,12 @@ static const struct config_item items[] = {
          .help = "Also answer the HomeWizard P1 local API (/api, /api/v1/data)."},
         {IN(HTTP) = "relay", HOSTPORT(C, http.relay), .def = "", .flags = R,
          .help = "ADDR:PORT of a read-only TCP server that re-sends every raw telegram of the first meter."},
+        {IN(HTTP) = "dashboard", BOOL(C, http.dashboard), .def = "true", .flags = R,
+         .help = "Serve the dashboard at /."},
+        {IN(HTTP) = "www_dir", PATH(C, http.www_dir), .def = "", .flags = R,
+         .help = "Directory of the dashboard's files; empty: the files installed with p1d."},
+        {IN(HTTP) = "chartjs", PATH(C, http.chartjs), .def = "", .flags = R,
+         .help = "Chart.js file (UMD build) the dashboard uses; empty: the build's choice."},
 };
 
 #define N_ITEMS ELEMENTSOF(items)

@@ -144,6 +144,11 @@ struct config_http {
 	char *admin_token; /* "": write endpoints disabled */
 	bool homewizard;
 	struct config_hostport relay; /* host NULL: no relay */
+	char *tls_cert; /* "": plain HTTP */
+	char *tls_key;
+	bool dashboard;
+	char *www_dir; /* "": the files installed with p1d */
+	char *chartjs; /* "": the Chart.js file chosen at build time */
 };
 
 struct config {

@@ -18,9 +18,13 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "http.h"
+#include "http_static.h"
 #include "log.h"
 #include "loop.h"
 #include "p1/json.h"
@@ -59,7 +63,10 @@ struct http {
 	struct loop_timer *timer, *heartbeat;
 	struct loop_hook *hook;
 	char *read_token, *admin_token;
+	char *tls_cert, *tls_key; /* PEM, NULL without TLS */
 	bool homewizard;
+	/* the dashboard's files, NULL when it is off */
+	struct http_static *www;
 	bool kicked; /* the timer is armed for "now" */
 	uint64_t started_ms;
 	struct http_meter meters[HTTP_METERS_MAX];
@@ -166,6 +173,7 @@ static void fill_ctx(struct http *h, struct http_ctx *ctx)
 	ctx->n_meters = h->n_meters;
 	ctx->uptime_s = (int64_t)((now - h->started_ms) / 1000);
 	ctx->homewizard = h->homewizard;
+	ctx->www = h->www;
 	ctx->h = h;
 	for (size_t i = 0; i < h->n_meters; i++) {
 		struct http_meter_view *v = &ctx->meters[i];
@@ -200,8 +208,13 @@ static enum MHD_Result queue(struct MHD_Connection *c, struct http_reply *r)
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
 	                        r->content_type ? r->content_type : "text/plain");
 	MHD_add_response_header(resp, "X-Robots-Tag", "noindex");
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
+	                        r->cache_control ? r->cache_control : "no-store");
 	MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+	if (r->etag[0])
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ETAG, r->etag);
+	if (r->csp)
+		MHD_add_response_header(resp, "Content-Security-Policy", r->csp);
 	if (r->allow)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, r->allow);
 	if (r->status == 401)
@@ -456,7 +469,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return MHD_YES;
 	}
 	h->requests++;
-	if (!authorized(h, conn)) {
+	/* the dashboard's files hold no data: the page asks for the token itself */
+	if (!authorized(h, conn) && !http_static_known(h->www, url)) {
 		http_reply_error(&reply, 401, "missing or invalid token");
 		return queue(conn, &reply);
 	}
@@ -536,23 +550,55 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 	log_debug("http: %s", msg);
 }
 
+/* A new connection: bound the kernel's send buffer, so that a live-stream client that stopped
+ * reading fills its (bounded) queue soon instead of hiding megabytes in the kernel. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_ctx,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+	(void)cls;
+	(void)socket_ctx;
+	const union MHD_ConnectionInfo *ci;
+	int sndbuf = HTTP_SNDBUF;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED &&
+	    (ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD)))
+		setsockopt(ci->connect_fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
+}
+
+/* One MHD daemon: on the address sa, or on the socket fd systemd passed (sa NULL). */
 static int start_daemon(struct http *h, const struct config_http *cfg, const struct sockaddr *sa,
-                        const char *what)
+                        int fd, const char *what)
 {
 	unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-	if (sa->sa_family == AF_INET6)
+	if (sa && sa->sa_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
+	if (h->tls_cert)
+		flags |= MHD_USE_TLS;
 	unsigned timeout_s = (unsigned)((cfg->timeout_ms + 999) / 1000);
-	struct MHD_Daemon *d = MHD_start_daemon(
-	        flags, 0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-	        MHD_OPTION_SOCK_ADDR, sa, MHD_OPTION_CONNECTION_LIMIT,
-	        (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-	        timeout_s ? timeout_s : 1u, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-	        (unsigned)HTTP_PER_IP_MAX, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-	        (size_t)HTTP_MEMORY_LIMIT, MHD_OPTION_END);
+	struct MHD_OptionItem ops[] = {
+	        {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_log, NULL},
+	        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, NULL},
+	        {MHD_OPTION_CONNECTION_LIMIT, cfg->max_connections, NULL},
+	        {MHD_OPTION_CONNECTION_TIMEOUT, timeout_s ? timeout_s : 1, NULL},
+	        {MHD_OPTION_PER_IP_CONNECTION_LIMIT, HTTP_PER_IP_MAX, NULL},
+	        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, HTTP_MEMORY_LIMIT, NULL},
+	        sa ? (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, (void *)sa}
+	           : (struct MHD_OptionItem){MHD_OPTION_LISTEN_SOCKET, fd, NULL},
+	        h->tls_cert ? (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, h->tls_cert}
+	                    : (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL},
+	        {h->tls_key ? MHD_OPTION_HTTPS_MEM_KEY : MHD_OPTION_END, 0, h->tls_key},
+	        {MHD_OPTION_END, 0, NULL},
+	};
+	errno = 0;
+	struct MHD_Daemon *d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, h,
+	                                        MHD_OPTION_ARRAY, ops, MHD_OPTION_END);
 	if (!d) {
 		int r = errno ? -errno : -EADDRINUSE;
-		log_error("http: cannot listen on %s: %s", what, strerror(-r));
+		if (h->tls_cert)
+			log_error("http: cannot listen on %s: %s (or tls_cert and tls_key are not a "
+			          "matching PEM certificate and key)",
+			          what, strerror(-r));
+		else
+			log_error("http: cannot listen on %s: %s", what, strerror(-r));
 		return r;
 	}
 	const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_EPOLL_FD);
@@ -563,8 +609,87 @@ static int start_daemon(struct http *h, const struct config_http *cfg, const str
 		return r;
 	}
 	h->d[h->n_d++] = d;
-	log_info("http: listening on %s", what);
+	log_info("http: listening on %s%s", what, h->tls_cert ? " (TLS)" : "");
 	return 0;
+}
+
+/* Sockets systemd passed (socket activation, p1d.socket): those named "http" (or not named)
+ * serve HTTP; others are closed with a warning. Returns the number used, or -errno. */
+static int listen_activated(struct http *h, const struct config_http *cfg)
+{
+	char **names = NULL;
+	int n = sd_listen_fds_with_names(1, &names), used = 0, r = 0;
+	for (int i = 0; i < n; i++) {
+		int fd = SD_LISTEN_FDS_START + i;
+		const char *name = names && names[i] ? names[i] : "unknown";
+		char what[96];
+		snprintf(what, sizeof(what), "socket %d from systemd (%s)", fd, name);
+		if ((strcmp(name, "http") && strcmp(name, "unknown")) || r < 0 ||
+		    h->n_d == HTTP_DAEMONS_MAX || sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0) {
+			if (r == 0)
+				log_warning("http: not using %s: not a listening stream socket named "
+				            "http",
+				            what);
+			close(fd);
+			continue;
+		}
+		if ((r = start_daemon(h, cfg, NULL, fd, what)) == 0)
+			used++;
+		else
+			close(fd);
+	}
+	for (int i = 0; names && i < n; i++)
+		free(names[i]);
+	free(names);
+	return r < 0 ? r : used;
+}
+
+/* The whole of a PEM file (at most 64 KiB). A key must not be readable by others. */
+static int read_pem(const char *key, const char *path, bool secret, char **ret)
+{
+	struct stat st;
+	FILE *f = fopen(path, "re");
+	int r = 0;
+	*ret = NULL;
+	if (!f || fstat(fileno(f), &st) < 0) {
+		r = -errno;
+		log_error("http: cannot read %s %s: %s", key, path, strerror(errno));
+	} else if (secret && (st.st_mode & S_IRWXO)) {
+		r = -EPERM;
+		log_error("http: %s %s can be read by anyone; chmod o-rwx it", key, path);
+	} else if (st.st_size <= 0 || st.st_size > 65536) {
+		r = -EINVAL;
+		log_error("http: %s %s is not a PEM file (size %lld)", key, path,
+		          (long long)st.st_size);
+	} else if (!(*ret = calloc(1, (size_t)st.st_size + 1))) {
+		r = -ENOMEM;
+	} else if (fread(*ret, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
+		r = -EIO;
+		log_error("http: cannot read %s %s", key, path);
+	}
+	if (f)
+		fclose(f);
+	if (r < 0 && *ret) {
+		explicit_bzero(*ret, (size_t)st.st_size);
+		free(*ret);
+		*ret = NULL;
+	}
+	return r;
+}
+
+static int load_tls(struct http *h, const struct config_http *cfg)
+{
+	bool cert = cfg->tls_cert && *cfg->tls_cert, key = cfg->tls_key && *cfg->tls_key;
+	if (!cert && !key)
+		return 0;
+	if (cert != key) {
+		log_error("http: tls_cert and tls_key go together: give both or neither");
+		return -EINVAL;
+	}
+	int r = read_pem("tls_cert", cfg->tls_cert, false, &h->tls_cert);
+	if (r == 0)
+		r = read_pem("tls_key", cfg->tls_key, true, &h->tls_key);
+	return r;
 }
 
 static int listen_on(struct http *h, const struct config_http *cfg,
@@ -587,7 +712,7 @@ static int listen_on(struct http *h, const struct config_http *cfg,
 	for (struct addrinfo *ai = res; ai && r == 0; ai = ai->ai_next) {
 		if (h->n_d == HTTP_DAEMONS_MAX)
 			break;
-		r = start_daemon(h, cfg, ai->ai_addr, what);
+		r = start_daemon(h, cfg, ai->ai_addr, -1, what);
 	}
 	freeaddrinfo(res);
 	return r;
@@ -602,6 +727,9 @@ int http_new(struct loop *loop, const struct config_http *cfg, struct http **ret
 	h->loop = loop;
 	h->started_ms = loop_now_ms();
 	h->homewizard = cfg->homewizard;
+	if (cfg->dashboard && (r = http_static_new(cfg->www_dir, cfg->chartjs, &h->www)) < 0)
+		goto fail;
+	r = -ENOMEM;
 	h->read_token = strdup(cfg->read_token ? cfg->read_token : "");
 	h->admin_token = strdup(cfg->admin_token ? cfg->admin_token : "");
 	h->event_cap = HTTP_SSE_EVENT_START;
@@ -616,7 +744,11 @@ int http_new(struct loop *loop, const struct config_http *cfg, struct http **ret
 	if (beat > HTTP_SSE_HEARTBEAT_MS)
 		beat = HTTP_SSE_HEARTBEAT_MS;
 	loop_timer_arm(h->heartbeat, beat, beat);
-	for (size_t i = 0; i < cfg->listen.n; i++)
+	if ((r = load_tls(h, cfg)) < 0 || (r = listen_activated(h, cfg)) < 0)
+		goto fail;
+	if (r > 0)
+		log_info("http: socket activation: the listen addresses of p1d.conf are not used");
+	for (size_t i = 0; r == 0 && i < cfg->listen.n; i++)
 		if ((r = listen_on(h, cfg, &cfg->listen.v[i])) < 0)
 			goto fail;
 	if (h->n_d == 0) {
@@ -671,9 +803,14 @@ struct http *http_free(struct http *h)
 	loop_hook_remove(h->hook);
 	loop_timer_free(h->timer);
 	loop_timer_free(h->heartbeat);
+	http_static_free(h->www);
 	free(h->event);
 	free(h->read_token);
 	free(h->admin_token);
+	free(h->tls_cert);
+	if (h->tls_key)
+		explicit_bzero(h->tls_key, strlen(h->tls_key));
+	free(h->tls_key);
 	free(h);
 	return NULL;
 }

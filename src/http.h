@@ -1,4 +1,5 @@
-/* http.h - the HTTP server: REST API, Server-Sent Events, Prometheus metrics, HomeWizard API.
+/* http.h - the HTTP server: REST API, Server-Sent Events, Prometheus metrics, HomeWizard API
+ * and the dashboard's files (http_static.h).
  *
  * libmicrohttpd runs in external epoll mode: one MHD daemon per listen address, each one's
  * epoll fd is watched by our loop and MHD_run is called when it is readable and from one
@@ -24,12 +25,14 @@
 struct loop;
 struct config_http;
 struct http;
+struct http_static;
 
 /* Bounds. */
 #define HTTP_METERS_MAX 16              /* meters one server serves */
 #define HTTP_PER_IP_MAX 8               /* connections per client address */
 #define HTTP_MEMORY_LIMIT (32u << 10)   /* per connection, for the request headers */
 #define HTTP_SSE_QUEUE_MAX (256u << 10) /* bytes queued per SSE client before it is dropped */
+#define HTTP_SNDBUF (128 << 10)          /* kernel send buffer per connection */
 #define HTTP_SSE_CLIENTS_MAX 32         /* SSE clients at once (503 beyond) */
 #define HTTP_SSE_HEARTBEAT_MS 15000u    /* ": keep-alive" comment when no telegram came */
 #define HTTP_BODY_MAX (4u << 20)        /* largest generated body */
@@ -92,6 +95,10 @@ struct http_reply {
 	const char *allow; /* Allow header for 405, or NULL */
 	bool sse;          /* the route wants a live event stream (body unused) */
 	int sse_meter;     /* index of the meter it follows */
+	/* the dashboard's files (http_static.c) */
+	const char *cache_control; /* NULL: "no-store" */
+	const char *csp;           /* Content-Security-Policy, or NULL */
+	char etag[72];             /* ETag, "" for none */
 };
 
 /* What the routes know of the server. */
@@ -100,7 +107,8 @@ struct http_ctx {
 	size_t n_meters;
 	int64_t uptime_s;
 	bool homewizard;
-	struct http *h; /* NULL in unit tests: no hooks */
+	struct http_static *www; /* the dashboard's files, NULL when it is off */
+	struct http *h;          /* NULL in unit tests: no hooks */
 };
 
 /* Route resolution result of api_v1_parse(). */
@@ -116,6 +124,7 @@ enum api_route {
 	API_HW_API,      /* /api (HomeWizard) */
 	API_HW_DATA,     /* /api/v1/data (HomeWizard) */
 	API_HW_TELEGRAM, /* /api/v1/telegram (HomeWizard) */
+	API_STATIC,      /* a dashboard file (http_static.c), decided by api_dispatch */
 };
 
 /* Parses a path. For meter routes *ret_meter is the meter name ("" for the default meter),

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -353,8 +354,8 @@ static int history_hook(void *ud, const char *meter, const struct http_request *
 /* The HTTP server (API, live stream, metrics), serving every meter. */
 static int start_http(struct daemon *d)
 {
-	if (d->cfg->http.listen.n == 0)
-		return 0;
+	if (d->cfg->http.listen.n == 0 && sd_listen_fds(0) <= 0)
+		return 0; /* off, unless systemd passed sockets (p1d.socket) */
 	int r = http_new(d->loop, &d->cfg->http, &d->http); /* logs what fails */
 	if (r == 0 && d->store) {
 		http_set_history_hook(d->http, history_hook, d);

@@ -101,6 +101,10 @@ static void on_accept(struct loop_watch *w, int fd, uint32_t events, void *ud)
 			close(cfd);
 			continue;
 		}
+		/* the kernel's buffer too is bounded, or a stalled client could hide megabytes in it
+		 * (loopback autotuning) before our queue notices */
+		int sndbuf = RELAY_CLIENT_SNDBUF;
+		setsockopt(cfd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof(sndbuf));
 		*c = (struct relay_client){.r = r, .fd = cfd};
 		if (loop_watch_add(r->loop, cfd, EPOLLIN, on_client, c, &c->w) < 0) {
 			close(cfd);

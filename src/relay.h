@@ -19,6 +19,7 @@ struct relay;
 
 #define RELAY_CLIENTS_MAX 16               /* clients at once; more are refused */
 #define RELAY_CLIENT_QUEUE_MAX (64u << 10) /* bytes queued per client before it is dropped */
+#define RELAY_CLIENT_SNDBUF (64 << 10)     /* kernel send buffer per client */
 
 struct relay_stats {
 	uint64_t accepted;  /* clients accepted */
