@@ -24,4 +24,15 @@ if [ -x scripts/fuzz.sh ] && command -v clang >/dev/null; then
   echo "== short fuzz run"
   scripts/fuzz.sh "${P1_FUZZ_SECONDS:-30}"
 fi
+
+# Once, not as a ctest test: it builds its own copy of the tree, so under ctest it would run
+# for each build directory and compete with the timing-sensitive tests for the cores.
+echo "== Debian package: build, lintian, contents, unit, install/upgrade/remove/purge in a chroot"
+rc=0
+scripts/package-test.sh || rc=$?
+if [ $rc -eq 77 ]; then
+  echo "package test skipped"
+elif [ $rc -ne 0 ]; then
+  exit $rc
+fi
 echo "== all tests passed"
