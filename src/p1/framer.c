@@ -9,6 +9,7 @@
  */
 #include "hex.h"
 #include "p1/framer.h"
+#include "swar.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -252,30 +253,39 @@ static const uint8_t *hunt(struct p1_framer *f, const uint8_t *p, const uint8_t 
 static const uint8_t *header(struct p1_framer *f, const uint8_t *p, const uint8_t *end,
 			     p1_frame_cb cb, void *ud)
 {
+	/* kept in locals: a store into the buffer could otherwise change them, as far as the
+	 * compiler knows, and they would be read again for every byte */
+	uint8_t *buf = f->buf;
+	size_t len = f->len, max = P1_HEADER_MAX;
+	unsigned controls = f->controls;
+	if (f->opts.max_len < max)
+		max = f->opts.max_len;
 	for (; p < end; p++) {
 		uint8_t b = *p & 0x7f;
-		if (f->len >= P1_HEADER_MAX || f->len >= f->opts.max_len) {
-			report(f, P1_ERR_TOO_LONG, cb, ud);
-			return p;
-		}
+		if (len >= max)
+			break;
 		if (b == '\n') {
-			f->buf[f->len++] = b;
+			buf[len++] = b;
+			f->len = len;
+			f->controls = controls;
 			f->st = BODY;
 			f->line_start = true;
 			return p + 1;
 		}
 		/* a stray control character or two is tolerated (test data with "\2" in the
 		 * header exists); binary noise has one in every four bytes */
-		bool control = (b < 0x20 || b == 0x7f) && b != '\r' && b != '\t';
-		if (control)
-			f->controls++;
-		if (b == '/' || *p == 0xDB || f->controls > P1_HEADER_CONTROLS_MAX) {
-			f->garbage += f->len;
+		controls += (b < 0x20 || b == 0x7f) && b != '\r' && b != '\t';
+		if (b == '/' || *p == 0xDB || controls > P1_HEADER_CONTROLS_MAX) {
+			f->garbage += len;
 			p1_framer_reset(f);
 			return p; /* HUNT looks at this byte again */
 		}
-		f->buf[f->len++] = b;
+		buf[len++] = b;
 	}
+	f->len = len;
+	f->controls = controls;
+	if (len >= max && p < end)
+		report(f, P1_ERR_TOO_LONG, cb, ud);
 	return p;
 }
 
@@ -284,38 +294,72 @@ static bool is_control(uint8_t b)
 	return (b < 0x20 && b != '\r' && b != '\n' && b != '\t') || b == 0x7f;
 }
 
-/* Copy n bytes with bit 7 cleared, eight at a time. */
-static void mask7(uint8_t *restrict d, const uint8_t *restrict s, size_t n)
+static bool ends_data(uint8_t b)
 {
-	size_t k = 0;
-	for (; k + 8 <= n; k += 8) {
-		uint64_t w;
-		memcpy(&w, s + k, 8);
-		w &= 0x7f7f7f7f7f7f7f7full;
-		memcpy(d + k, &w, 8);
-	}
-	for (; k < n; k++)
-		d[k] = s[k] & 0x7f;
+	b &= 0x7f;
+	return b == '/' || b == '!';
 }
 
-/* Control characters (not CR, LF, TAB) among n 7-bit bytes. A word is looked at byte by
- * byte only when the SWAR test says it holds a byte below 0x20 or equal to 0x7f. */
-static unsigned count_controls(const uint8_t *d, size_t n)
+/* One pass over a chunk of the body: copy it into d with bit 7 cleared, find the first line
+ * that starts with '!' (end of data) or '/' (a new telegram: this one was cut), and count the
+ * control characters (not CR, LF, TAB) before it. Returns the bytes before that line start, or
+ * n when there is none; *stop is the byte found there, or 0. A word is looked at more closely
+ * only when it holds a byte below 0x20 or a DEL, that is in a telegram a line end. */
+__attribute__((noinline)) /* its own registers keep the word loop's constants */
+static size_t scan_body(struct p1_framer *f, uint8_t *restrict d, const uint8_t *restrict s,
+			size_t n, int *stop)
 {
-	const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
 	unsigned controls = 0;
-	size_t k = 0;
-	for (; k + 8 <= n; k += 8) {
-		uint64_t w, x;
-		memcpy(&w, d + k, 8);
-		x = w ^ (ones * 0x7f);
-		if (((w - ones * 0x20) & ~w & high) | ((x - ones) & ~x & high))
-			for (size_t j = 0; j < 8; j++)
-				controls += is_control(d[k + j]);
+	size_t k = 0, used = n;
+	*stop = 0;
+	if (f->line_start && ends_data(s[0])) {
+		used = 0;
+		goto found;
 	}
-	for (; k < n; k++)
+	for (; k + 8 <= n; k += 8) {
+		uint64_t w = load_le64(s + k) & BYTES(0x7f);
+		store_le64(d + k, w);
+		/* bytes are 7-bit, so sums stay in their byte: b + 0x60 reaches 0x80 from b = 0x20
+		 * on, b + 1 only for DEL; a byte whose two sums agree in bit 7 is a control
+		 * character (or a line end) */
+		uint64_t above = w + BYTES(0x60), del = w + BYTES(1);
+		if (((above ^ del) & HIGH) == HIGH)
+			continue;
+		uint64_t lf = bytes7_eq(w, '\n');
+		uint64_t ctrl = ~above & HIGH & ~(lf | bytes7_eq(w, '\r'));
+		if (ctrl) /* rare: not only line ends */
+			ctrl &= ~bytes7_eq(w, '\t');
+		ctrl |= del & HIGH;
+		for (; lf; lf &= lf - 1) {
+			size_t at = k + first_marked(lf) + 1;
+			if (at < n && ends_data(s[at])) {
+				if (at - k < 8) /* controls after the line start do not count */
+					ctrl &= (1ull << (8 * (at - k))) - 1;
+				controls += bytes_marked(ctrl);
+				used = at;
+				goto found;
+			}
+		}
+		if (ctrl)
+			controls += bytes_marked(ctrl);
+	}
+	for (bool ls = k ? d[k - 1] == '\n' : f->line_start; k < n; k++) {
+		if (ls && ends_data(s[k])) {
+			used = k;
+			goto found;
+		}
+		d[k] = s[k] & 0x7f;
 		controls += is_control(d[k]);
-	return controls;
+		ls = d[k] == '\n';
+	}
+	f->line_start = d[n - 1] == '\n';
+	f->controls += controls;
+	return n;
+found:
+	d[used] = s[used] & 0x7f; /* the '!' belongs to the frame */
+	*stop = d[used];
+	f->controls += controls;
+	return used;
 }
 
 /* Binary noise, not a telegram: report it at the control byte that went over the limit (the
@@ -333,8 +377,8 @@ static const uint8_t *noise(struct p1_framer *f, const uint8_t *p, const uint8_t
 	return p + at + 1;
 }
 
-/* Collect lines. The chunk is masked into the buffer first and line starts are looked for in
- * the masked copy, so a line feed with bit 7 set still ends a line. */
+/* Collect lines. Line starts are looked for among the masked bytes, so a line feed with bit 7
+ * set still ends a line. */
 static const uint8_t *body(struct p1_framer *f, const uint8_t *p, const uint8_t *end,
 			   p1_frame_cb cb, void *ud)
 {
@@ -347,24 +391,9 @@ static const uint8_t *body(struct p1_framer *f, const uint8_t *p, const uint8_t 
 	if (n > room)
 		n = room;
 	uint8_t *d = f->buf + f->len;
-	mask7(d, p, n);
-	size_t i = 0, used = n;
-	int stop = 0; /* '!' or '/' at a line start */
-	while (i < n) {
-		if (f->line_start && (d[i] == '/' || d[i] == '!')) {
-			stop = d[i];
-			used = i;
-			break;
-		}
-		f->line_start = false;
-		const uint8_t *nl = memchr(d + i, '\n', n - i);
-		if (!nl)
-			break;
-		i = (size_t)(nl - d) + 1;
-		f->line_start = true;
-	}
 	unsigned before = f->controls;
-	f->controls += count_controls(d, used);
+	int stop; /* '!' or '/' at a line start */
+	size_t used = scan_body(f, d, p, n, &stop);
 	if (f->controls > P1_BODY_CONTROLS_MAX)
 		return noise(f, p, d, used, before, cb, ud);
 	if (stop == '/') {

@@ -2,15 +2,17 @@
 #ifndef P1_HEX_PRIV_H
 #define P1_HEX_PRIV_H
 
-/* 0..15, or -1 when c is not a hex digit. */
+/* 0..15, or -1 when c (a char or a byte) is not a hex digit. */
 static inline int p1_hexval(int c)
 {
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c |= 0x20;
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	return -1;
+	/* 1 + the value, 0 for anything that is not a hex digit */
+	static const unsigned char v[256] = {
+		['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6, ['6'] = 7,
+		['7'] = 8, ['8'] = 9, ['9'] = 10, ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14,
+		['E'] = 15, ['F'] = 16, ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15,
+		['f'] = 16,
+	};
+	return v[(unsigned char)c] - 1;
 }
 
 #endif

@@ -6,6 +6,11 @@
  * and flagged. A telegram without CRC (DSMR 2.2/3, EasyMeter, ACE4000) has nothing else to
  * vouch for it, so there every line must read and no known line may repeat.
  *
+ * Most lines are the common kind, "1-0:1.8.1(001234.567*kWh)": one group with a number, text
+ * or timestamp, right before the line end. Those are read and stored in one pass (plain_line),
+ * their code found by a hash of its text; every other line goes the general way (start_line,
+ * dispatch), which gives the same result for a common line too (tests check both ways).
+ *
  * Pure: no allocation (strings go into the telegram's arena), no I/O, no clock.
  */
 #include <stdio.h>
@@ -43,12 +48,12 @@ struct ctx {
 
 /* ---- small readers ---- */
 
-static bool is_space(char c)
+static inline bool is_space(char c)
 {
 	return c == ' ' || c == '\t';
 }
 
-static struct slice trim(struct slice s)
+static inline struct slice trim(struct slice s)
 {
 	while (s.n && is_space(*s.p)) {
 		s.p++;
@@ -69,25 +74,25 @@ static char *arena_alloc(struct p1_telegram *t, size_t n)
 	return p;
 }
 
-/* Hex-encoded printable text is decoded; anything else is kept as sent. */
+/* Hex-encoded printable text is decoded; anything else is kept as sent. Decoded straight
+ * into the arena, which is given back when the text turns out not to be hex. */
 static struct p1_text hex_text(struct p1_telegram *t, struct slice s)
 {
 	struct p1_text r = {s.p, (uint16_t)s.n};
 	if (s.n == 0 || s.n % 2)
 		return r;
-	for (size_t i = 0; i < s.n; i += 2) {
-		int hi = p1_hexval(s.p[i]), lo = p1_hexval(s.p[i + 1]);
-		if (hi < 0 || lo < 0)
-			return r;
-		int c = hi << 4 | lo;
-		if (c < 0x20 || c > 0x7e)
-			return r;
-	}
 	char *d = arena_alloc(t, s.n / 2);
 	if (!d)
 		return r;
-	for (size_t i = 0; i < s.n; i += 2)
-		d[i / 2] = (char)(p1_hexval(s.p[i]) << 4 | p1_hexval(s.p[i + 1]));
+	for (size_t i = 0; i < s.n; i += 2) {
+		int hi = p1_hexval(s.p[i]), lo = p1_hexval(s.p[i + 1]);
+		int c = (hi | lo) < 0 ? 0 : hi << 4 | lo;
+		if (c < 0x20 || c > 0x7e) {
+			t->arena_used -= s.n / 2 + 1;
+			return r;
+		}
+		d[i / 2] = (char)c;
+	}
 	r.ptr = d;
 	r.len = (uint16_t)(s.n / 2);
 	return r;
@@ -104,67 +109,131 @@ static const struct {
 };
 #undef U
 
+static bool same_chars(const char *a, const char *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (a[i] != b[i])
+			return false;
+	return true;
+}
+
 static const char *unit_canonical(struct p1_telegram *t, struct slice u)
 {
 	/* exact spelling first (what meters send), then any case ("kVar", "Kvar") */
-	for (int pass = 0; pass < 2; pass++)
-		for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
-			if (units[i].n == u.n && (pass ? !strncasecmp(units[i].s, u.p, u.n)
-						       : !memcmp(units[i].s, u.p, u.n)))
-				return units[i].s;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (units[i].n == u.n && same_chars(units[i].s, u.p, u.n))
+			return units[i].s;
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (units[i].n == u.n && !strncasecmp(units[i].s, u.p, u.n))
+			return units[i].s;
 	char *d = arena_alloc(t, u.n);
 	if (d)
 		memcpy(d, u.p, u.n);
 	return d;
 }
 
-/* "-001234.567*kWh" -> mant, scale, unit. spec_unit is assumed when the meter sent none. */
-static bool parse_num(struct ctx *c, struct slice s, struct p1_num *out, const char *spec_unit)
+/* u is spelled exactly as the NUL-terminated s. */
+static bool is_unit(struct slice u, const char *s)
 {
-	s = trim(s);
-	const char *p = s.p, *e = s.p + s.n;
-	bool neg = false, dot = false;
+	size_t i = 0;
+	for (; i < u.n; i++)
+		if (!s[i] || s[i] != u.p[i])
+			return false;
+	return !s[i];
+}
+
+/* Digits from p on, up to e at most, added to *m; returns where they end. Every slice lies in
+ * NUL-terminated storage (the telegram's copy of the frame or its arena), so *e can be read:
+ * when it is not a digit, it stops the loop and p needs no check of its own. */
+static inline const char *read_digits(const char *p, const char *e, uint64_t *m)
+{
+	uint64_t v = *m;
+	unsigned d;
+	if ((unsigned char)*e - (unsigned)'0' > 9) {
+		for (; (d = (unsigned char)*p - (unsigned)'0') <= 9; p++)
+			v = v * 10 + d;
+	} else {
+		for (; p < e && (d = (unsigned char)*p - (unsigned)'0') <= 9; p++)
+			v = v * 10 + d;
+	}
+	*m = v;
+	return p;
+}
+
+/* "-001234.567" from p, up to e at most: mantissa and scale into n. Returns where the number
+ * ends, or NULL when it has no digits or more than 18 (which always fit in 63 bits: longer
+ * numbers are refused rather than wrapped). */
+static inline const char *read_mantissa(const char *p, const char *e, struct p1_num *n)
+{
+	bool neg = false;
 	if (p < e && (*p == '-' || *p == '+'))
 		neg = *p++ == '-';
 	uint64_t m = 0;
-	unsigned digits = 0, scale = 0;
 	const char *d = p;
-	while (p < e && (unsigned)(*p - '0') <= 9)
-		m = m * 10 + (unsigned)(*p++ - '0');
-	digits = (unsigned)(p - d);
+	p = read_digits(p, e, &m);
+	unsigned digits = (unsigned)(p - d), scale = 0;
 	if (p < e && *p == '.') {
 		d = ++p;
-		while (p < e && (unsigned)(*p - '0') <= 9)
-			m = m * 10 + (unsigned)(*p++ - '0');
+		p = read_digits(p, e, &m);
 		scale = (unsigned)(p - d);
 		digits += scale;
-		dot = true;
 	}
-	/* 18 digits always fit in 63 bits; more are refused rather than wrapped */
 	if (!digits || digits > 18)
-		return false;
-	(void)dot;
-	struct p1_num n = {.mant = neg ? -(int64_t)m : (int64_t)m, .scale = (uint8_t)scale};
+		return NULL;
+	*n = (struct p1_num){.mant = neg ? -(int64_t)m : (int64_t)m, .scale = (uint8_t)scale};
+	return p;
+}
+
+/* The unit the meter sent (trimmed, not empty): spec_unit when it is spelled so (the same
+ * spelling the table would give), else the table's spelling or a copy in the arena. */
+static bool set_unit(struct ctx *c, struct p1_num *n, struct slice u, const char *spec_unit)
+{
+	n->unit = spec_unit && is_unit(u, spec_unit) ? spec_unit : unit_canonical(c->t, u);
+	return n->unit != NULL;
+}
+
+/* The meter sent no unit: the spec's is assumed, when it has one. */
+static void assume_unit(struct ctx *c, struct p1_num *n, const char *spec_unit)
+{
+	if (spec_unit && *spec_unit) {
+		n->unit = spec_unit;
+		n->unit_assumed = true;
+		c->t->warnings |= P1_WARN_UNIT_ASSUMED;
+	}
+}
+
+/* "-001234.567*kWh" -> mant, scale, unit: 1, 0 when s holds nothing but blanks, -1 when it
+ * is not a number. spec_unit is assumed when the meter sent none. */
+static int read_num(struct ctx *c, struct slice s, struct p1_num *out, const char *spec_unit)
+{
+	const char *p = s.p, *e = s.p + s.n;
+	while (p < e && is_space(*p))
+		p++;
+	if (p == e)
+		return 0;
+	struct p1_num n;
+	if (!(p = read_mantissa(p, e, &n)))
+		return -1;
 	while (p < e && is_space(*p))
 		p++;
 	if (p < e) {
 		/* "123.456*kWh", and "123.456kWh" from meters that forget the star */
 		bool star = *p == '*';
 		if (!star && !((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')))
-			return false;
+			return -1;
 		struct slice u = trim((struct slice){p + star, (size_t)(e - p - star)});
-		if (!u.n)
-			return false;
-		n.unit = unit_canonical(c->t, u);
-		if (!n.unit)
-			return false;
-	} else if (spec_unit && *spec_unit) {
-		n.unit = spec_unit;
-		n.unit_assumed = true;
-		c->t->warnings |= P1_WARN_UNIT_ASSUMED;
+		if (!u.n || !set_unit(c, &n, u, spec_unit))
+			return -1;
+	} else {
+		assume_unit(c, &n, spec_unit);
 	}
 	*out = n;
-	return true;
+	return 1;
+}
+
+static bool parse_num(struct ctx *c, struct slice s, struct p1_num *out, const char *spec_unit)
+{
+	return read_num(c, s, out, spec_unit) > 0;
 }
 
 static int parse_time(struct ctx *c, struct slice s, struct p1_time *out)
@@ -292,6 +361,107 @@ static void start_line(struct ctx *c, struct line *l, const char *p, const char 
 	}
 }
 
+/* Ends a value group in the common line: its ')', or what makes the line uncommon. */
+static const bool group_stop[256] = {[0] = true, ['\n'] = true, [')'] = true};
+
+/* One value of a code as read_obis_fast takes it: 1-3 digits, at most 255, then sep. Returns
+ * what follows sep, or NULL. */
+static inline const char *code_part(const char *p, char sep, uint8_t *o, uint64_t *key)
+{
+	unsigned v = (unsigned)(*p - '0'), d;
+	if (v > 9)
+		return NULL;
+	if ((d = (unsigned)(*++p - '0')) <= 9) {
+		v = v * 10 + d;
+		if ((d = (unsigned)(*++p - '0')) <= 9) {
+			v = v * 10 + d;
+			if (v > 255 || (unsigned)(*++p - '0') <= 9)
+				return NULL;
+		}
+	}
+	if (*p != sep)
+		return NULL;
+	*o = (uint8_t)v;
+	*key = *key << 8 | v;
+	return p + 1;
+}
+
+/* "A-B:C.D.E" followed by last, as read_obis_fast takes it: returns where last is, or NULL. */
+static const char *read_code(const char *p, char last, uint8_t o[5], uint64_t *ret_key)
+{
+	uint64_t key = 0;
+	unsigned a = (unsigned char)p[0] - (unsigned)'0', b;
+	if (a <= 9 && p[1] == '-' && (b = (unsigned char)p[2] - (unsigned)'0') <= 9 &&
+	    p[3] == ':') {
+		o[0] = (uint8_t)a; /* "1-0:" and "0-1:", as every meter sends them */
+		o[1] = (uint8_t)b;
+		key = a << 8 | b;
+		p += 4;
+	} else if (!(p = code_part(p, '-', &o[0], &key)) || !(p = code_part(p, ':', &o[1], &key))) {
+		return NULL;
+	}
+	if (!(p = code_part(p, '.', &o[2], &key)) || !(p = code_part(p, '.', &o[3], &key)) ||
+	    !(p = code_part(p, last, &o[4], &key)))
+		return NULL;
+	*ret_key = key;
+	return p - 1;
+}
+
+/* The code that starts a line: returns where the '(' after it is, or NULL. *ret_entry is its
+ * table entry when the text is the code as the table writes it (found without reading
+ * numbers; l->key is set, l->o is not), else NULL and l->key and l->o are read from the text.
+ * e is the end of the text. */
+static const char *line_code(const char *p, const char *e, struct line *l,
+			     const struct p1_obis_entry **ret_entry)
+{
+	const char *paren;
+	const struct p1_obis_entry *en = e - p >= 15 ? p1_obis_match(p, &paren) : NULL;
+	*ret_entry = en;
+	if (!en)
+		return read_code(p, '(', l->o, &l->key);
+	l->key = en->key;
+	return paren;
+}
+
+static void codes_of_key(struct line *l)
+{
+	for (int i = 0; i < 5; i++)
+		l->o[i] = (uint8_t)(l->key >> (32 - 8 * i));
+}
+
+/* The groups of a common line, from the '(' after its code: groups that do not start with
+ * '(', and CR LF or LF right after the last ')'. Fills l exactly as start_line would and
+ * returns the start of the next line; NULL for anything else, which the general path then
+ * reads. The text is NUL-terminated (a NUL stops every loop here), so no loop checks e. */
+static const char *scan_groups(const char *p, struct line *l, const char *start, unsigned n)
+{
+	const char *rest = p;
+	unsigned ng = 0;
+	do {
+		const char *g = ++p;
+		if (*g == '(' || ng == P1_MAX_GROUPS)
+			return NULL;
+		while (!group_stop[(unsigned char)*p])
+			p++;
+		if (*p != ')')
+			return NULL;
+		l->g[ng++] = (struct slice){g, (size_t)(p - g)};
+	} while (*++p == '(');
+	const char *end = p;
+	p += *p == '\r';
+	if (*p != '\n')
+		return NULL;
+	l->start = start;
+	l->rest = rest;
+	l->end = end;
+	l->lineno = n;
+	l->ng = ng;
+	l->bad = false;
+	l->joined = true; /* as read_lines sets it for every line it did not fail to join */
+	l->has_obis = true;
+	return p + 1;
+}
+
 /* ---- storing values ---- */
 
 static void fail(struct ctx *c, const struct line *l)
@@ -349,18 +519,24 @@ static bool claim(struct ctx *c, const struct line *l, struct p1_value *v)
 
 static bool is_empty(struct slice s)
 {
-	return trim(s).n == 0;
+	for (size_t i = 0; i < s.n; i++)
+		if (!is_space(s.p[i]))
+			return false;
+	return true;
 }
 
-static bool store_num(struct ctx *c, struct slice s, struct p1_value *v, enum p1_field f)
+/* The unit the spec gives each field (what a number without unit is taken to be in). */
+#define P1_FIELD_UNIT_(id, name, kind, unit, cls, qty, desc) [id] = unit,
+static const char *const spec_units[P1_FIELD_COUNT] = {P1_FIELD_LIST(P1_FIELD_UNIT_)};
+#undef P1_FIELD_UNIT_
+
+/* A number into v, P1_NULL when the group is empty; false when it is not a number. */
+static bool store_num(struct ctx *c, struct slice s, struct p1_value *v, const char *spec_unit)
 {
-	if (is_empty(s)) {
-		v->presence = P1_NULL;
-		return true;
-	}
-	if (!parse_num(c, s, &v->num, p1_field_info(f)->unit))
+	int r = read_num(c, s, &v->num, spec_unit);
+	if (r < 0)
 		return false;
-	v->presence = P1_PRESENT;
+	v->presence = r ? P1_PRESENT : P1_NULL;
 	return true;
 }
 
@@ -380,19 +556,20 @@ static bool store_time(struct ctx *c, struct slice s, struct p1_value *v)
 static bool looks_like_obis(struct slice s)
 {
 	uint8_t o[5];
+	uint64_t key;
 	s = trim(s);
-	const char *q = read_obis(s.p, s.p + s.n, o);
-	return q == s.p + s.n;
+	const char *end = s.p + s.n; /* "0-0:96.7.19" as such first, then leniently */
+	return read_code(s.p, *end, o, &key) == end || read_obis(s.p, end, o) == end;
 }
 
 static bool h_num_time(struct ctx *c, const struct line *l, enum p1_field f, enum p1_field f2)
 {
 	struct p1_value *v = &c->t->fields[f], *vt = &c->t->fields[f2];
 	if (l->ng == 1)
-		return store_num(c, l->g[0], v, f);
+		return store_num(c, l->g[0], v, spec_units[f]);
 	struct p1_time probe;
 	unsigned ti = parse_time(c, l->g[0], &probe) >= 0 || is_empty(l->g[0]) ? 0 : 1;
-	return store_time(c, l->g[ti], vt) && store_num(c, l->g[1 - ti], v, f);
+	return store_time(c, l->g[ti], vt) && store_num(c, l->g[1 - ti], v, spec_units[f]);
 }
 
 static bool h_pair(struct ctx *c, const struct line *l, enum p1_field f, enum p1_field f2)
@@ -403,11 +580,12 @@ static bool h_pair(struct ctx *c, const struct line *l, enum p1_field f, enum p1
 	} else {
 		const char *comma = memchr(a.p, ',', a.n);
 		if (!comma)
-			return store_num(c, a, &c->t->fields[f], f);
+			return store_num(c, a, &c->t->fields[f], spec_units[f]);
 		b = (struct slice){comma + 1, a.n - (size_t)(comma + 1 - a.p)};
 		a.n = (size_t)(comma - a.p);
 	}
-	return store_num(c, a, &c->t->fields[f], f) && store_num(c, b, &c->t->fields[f2], f2);
+	return store_num(c, a, &c->t->fields[f], spec_units[f]) &&
+	       store_num(c, b, &c->t->fields[f2], spec_units[f2]);
 }
 
 static void sort_events(struct p1_telegram *t)
@@ -511,25 +689,38 @@ static int h_demand_read(struct ctx *c, const struct line *l)
 	return 1;
 }
 
-static bool h_entry(struct ctx *c, const struct line *l, const struct p1_obis_entry *e)
+/* The value of a line read from its first group alone (H_NUM, H_RAW, H_HEX, H_TIME). */
+static bool store_first(struct ctx *c, const struct p1_obis_entry *e, struct slice g)
 {
 	struct p1_telegram *t = c->t;
-	enum p1_field f = e->field;
-	struct p1_value *v = &t->fields[f];
-	if (!l->ng)
-		return false;
+	struct p1_value *v = &t->fields[e->field];
 	switch (e->handler) {
 	case H_NUM:
-		return store_num(c, l->g[0], v, f);
+		return store_num(c, g, v, spec_units[e->field]);
 	case H_RAW:
 	case H_HEX: {
-		struct slice s = trim(l->g[0]);
+		struct slice s = trim(g);
 		v->text = e->handler == H_HEX ? hex_text(t, s) : (struct p1_text){s.p, (uint16_t)s.n};
 		v->presence = P1_PRESENT;
 		return true;
 	}
 	case H_TIME:
-		return store_time(c, l->g[0], v);
+		return store_time(c, g, v);
+	}
+	return false;
+}
+
+static bool h_entry(struct ctx *c, const struct line *l, const struct p1_obis_entry *e)
+{
+	enum p1_field f = e->field;
+	if (!l->ng)
+		return false;
+	switch (e->handler) {
+	case H_NUM:
+	case H_RAW:
+	case H_HEX:
+	case H_TIME:
+		return store_first(c, e, l->g[0]);
 	case H_NUM_TIME:
 		return h_num_time(c, l, f, e->field2);
 	case H_PAIR:
@@ -542,27 +733,14 @@ static bool h_entry(struct ctx *c, const struct line *l, const struct p1_obis_en
 
 /* ---- M-Bus channels ---- */
 
-static bool is_mbus(const struct line *l)
+static bool is_mbus(const uint8_t o[5])
 {
-	const uint8_t *o = l->o;
 	if (o[0] != 0 || o[1] < 1 || o[1] > P1_MAX_MBUS)
 		return false;
 	if (o[2] == 24)
 		return (o[3] == 1 && o[4] == 0) || (o[3] == 2 && (o[4] == 1 || o[4] == 3)) ||
 		       (o[3] == 3 && o[4] <= 1) || (o[3] == 4 && o[4] == 0);
 	return o[2] == 96 && ((o[3] == 1 && o[4] <= 1) || (o[3] == 3 && o[4] == 10));
-}
-
-static bool mbus_int(struct ctx *c, struct slice s, struct p1_value *v)
-{
-	if (is_empty(s)) {
-		v->presence = P1_NULL;
-		return true;
-	}
-	if (!parse_num(c, s, &v->num, NULL))
-		return false;
-	v->presence = P1_PRESENT;
-	return true;
 }
 
 /* No unit and zero means "no reading" (meters without a device send (00000000)). */
@@ -583,13 +761,13 @@ static bool mbus_value(struct ctx *c, const struct line *l, struct p1_mbus *m)
 		if (l->ng < 7)
 			return false;
 		struct slice u = trim(l->g[5]);
-		ok = store_time(c, l->g[0], &m->time) && mbus_int(c, l->g[6], &m->value);
+		ok = store_time(c, l->g[0], &m->time) && store_num(c, l->g[6], &m->value, NULL);
 		if (ok && m->value.presence == P1_PRESENT && !m->value.num.unit && u.n)
 			m->value.num.unit = unit_canonical(c->t, u);
 	} else if (l->ng == 1) {
-		ok = mbus_int(c, l->g[0], &m->value);
+		ok = store_num(c, l->g[0], &m->value, NULL);
 	} else {
-		ok = store_time(c, l->g[0], &m->time) && mbus_int(c, l->g[1], &m->value);
+		ok = store_time(c, l->g[0], &m->time) && store_num(c, l->g[1], &m->value, NULL);
 	}
 	mbus_null_zero(&m->value);
 	return ok;
@@ -626,9 +804,9 @@ static bool h_mbus(struct ctx *c, const struct line *l)
 		return true;
 	}
 	if (l->o[2] == 24 && l->o[3] == 4)
-		return !claim(c, l, &m->valve) || mbus_int(c, g, &m->valve);
+		return !claim(c, l, &m->valve) || store_num(c, g, &m->valve, NULL);
 	if (l->o[2] == 96 && l->o[3] == 3)
-		return !claim(c, l, &m->relay) || mbus_int(c, g, &m->relay);
+		return !claim(c, l, &m->relay) || store_num(c, g, &m->relay, NULL);
 	return mbus_value(c, l, m);
 }
 
@@ -682,6 +860,86 @@ static void classify_mbus(struct p1_telegram *t)
 
 /* ---- telegram ---- */
 
+/* After the ')' that closes a line's only group: the start of the next line when the line
+ * ends right there (CR LF or LF) and the next line cannot continue it, else NULL. */
+static const char *line_done(const char *close)
+{
+	const char *next = close + 1 + (close[1] == '\r');
+	if (*next++ != '\n' || ((unsigned)(*next - '0') > 9 && *next != '!'))
+		return NULL;
+	return next;
+}
+
+/* A plain number, "(001234.567*kWh)" or "(00012)", read where it stands: the one group of a
+ * complete line (line_done), stored as store_num would store it. p is at the '('. Returns the
+ * start of the next line, or NULL with nothing changed. */
+static const char *plain_num(struct ctx *c, const char *p, const char *e,
+			     const struct p1_obis_entry *en)
+{
+	struct p1_num n;
+	const char *q = read_mantissa(p + 1, e, &n), *u = NULL, *close = q;
+	if (!q)
+		return NULL;
+	const char *spec_unit = spec_units[en->field], *spelled = NULL;
+	if (*q == '*') {
+		/* the spec's own spelling, by far the most common, is recognised on the way */
+		size_t k = 0;
+		for (u = q + 1; spec_unit[k] && u[k] == spec_unit[k]; k++)
+			;
+		close = u + k;
+		if (k && !spec_unit[k] && *close == ')') {
+			spelled = spec_unit;
+		} else {
+			while (!group_stop[(unsigned char)*close])
+				close++;
+			if (*close != ')' || close == u || is_space(*u) || is_space(close[-1]))
+				return NULL;
+		}
+	} else if (*q != ')') {
+		return NULL;
+	}
+	const char *next = line_done(close);
+	if (!next)
+		return NULL;
+	if (spelled)
+		n.unit = spelled;
+	else if (!u)
+		assume_unit(c, &n, spec_unit);
+	else if (!set_unit(c, &n, (struct slice){u, (size_t)(close - u)}, spec_unit))
+		return NULL;
+	c->t->fields[en->field].num = n;
+	c->t->fields[en->field].presence = P1_PRESENT;
+	return next;
+}
+
+/* The most common lines, a value of a field seen the first time in the line's only group
+ * (a number, a text or a timestamp), stored as dispatch would store it without first cutting
+ * the line into groups. p is at the '(' after the code, e is the end of the text, en is the
+ * entry of the line's code when the caller has it, else NULL. Returns the start of the next
+ * line, or NULL with nothing changed for any other line (blanks, an empty number, a second
+ * group, a line the next one continues, ...): the general path then reads it. */
+static const char *plain_line(struct ctx *c, const char *p, const char *e, const struct line *l,
+			      const struct p1_obis_entry *en)
+{
+	if (!en) /* an entry of the table is never an M-Bus code (test_fields checks) */
+		en = is_mbus(l->o) ? NULL : p1_obis_lookup(l->key);
+	if (!en || c->t->fields[en->field].presence != P1_ABSENT)
+		return NULL;
+	if (en->handler == H_NUM)
+		return plain_num(c, p, e, en);
+	if (en->handler != H_RAW && en->handler != H_HEX && en->handler != H_TIME)
+		return NULL;
+	const char *g = p + 1, *close = g;
+	if (*g == '(')
+		return NULL;
+	while (!group_stop[(unsigned char)*close])
+		close++;
+	const char *next = *close == ')' ? line_done(close) : NULL;
+	if (!next || !store_first(c, en, (struct slice){g, (size_t)(close - g)}))
+		return NULL;
+	return next;
+}
+
 static void dispatch(struct ctx *c, const struct line *l)
 {
 	if (!l->has_obis || l->bad) {
@@ -691,7 +949,7 @@ static void dispatch(struct ctx *c, const struct line *l)
 		keep_unknown(c, l);
 		return;
 	}
-	if (is_mbus(l)) {
+	if (is_mbus(l->o)) {
 		if (!h_mbus(c, l))
 			bad_value(c, l);
 		return;
@@ -918,12 +1176,32 @@ static const char *join_next(struct p1_telegram *t, const char **p, const char *
 
 static void read_lines(struct ctx *c, const char *p, const char *e)
 {
-	struct line l = {0};
+	struct line l;
 	bool pending = false, first = true;
 	unsigned n = 1, data_lines = 0;
 	while (p < e) {
-		const char *le, *next = next_line(p, e, &le);
 		n++;
+		if ((unsigned)(*p - '0') <= 9) { /* a line of its own, never a continuation */
+			if (pending)
+				dispatch(c, &l);
+			pending = false;
+			const struct p1_obis_entry *en;
+			const char *q = line_code(p, e, &l, &en), *next = NULL;
+			if (q && !(next = plain_line(c, q, e, &l, en))) {
+				if (en)
+					codes_of_key(&l);
+				pending = (next = scan_groups(q, &l, p, n)) != NULL;
+			}
+			if (next) {
+				if (first)
+					c->t->warnings |= P1_WARN_NO_HEADER_BLANK;
+				first = false;
+				data_lines++;
+				p = next;
+				continue;
+			}
+		}
+		const char *le, *next = next_line(p, e, &le);
 		while (p < le && is_space(*p))
 			p++;
 		if (p == le) {

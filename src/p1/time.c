@@ -65,12 +65,11 @@ bool p1_tz_is_dst(const struct p1_tz *tz, int64_t t)
 
 static int two(const char *s)
 {
-	if (s[0] < '0' || s[0] > '9' || s[1] < '0' || s[1] > '9')
-		return -1;
-	return (s[0] - '0') * 10 + (s[1] - '0');
+	unsigned a = (unsigned char)s[0] - (unsigned)'0', b = (unsigned char)s[1] - (unsigned)'0';
+	return a <= 9 && b <= 9 ? (int)(a * 10 + b) : -1;
 }
 
-static bool civil_ok(int y, int mo, int d, int h, int mi, int s)
+static inline bool civil_ok(int y, int mo, int d, int h, int mi, int s)
 {
 	static const unsigned char mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
 	/* year 2000 is a sentinel (000101000001W: unused slot) */
@@ -123,17 +122,27 @@ static int parse_dlms(const char *s, const struct p1_tz *tz, struct p1_time *r)
 	return 1;
 }
 
-int p1_time_parse(const char *s, size_t len, const struct p1_tz *tz, struct p1_time *ret)
+/* A DLMS octet-string timestamp (24 hex digits), see parse_dlms. */
+static int parse_dlms_time(const char *s, const struct p1_tz *tz, struct p1_time *ret)
 {
 	struct p1_time r = {0};
+	int k = parse_dlms(s, tz, &r);
+	if (k == 1)
+		*ret = r;
+	return k;
+}
+
+int p1_time_parse(const char *s, size_t len, const struct p1_tz *tz, struct p1_time *ret)
+{
 	if (len == 24)
-		return (parse_dlms(s, tz, &r) == 1) ? (*ret = r, 1) : parse_dlms(s, tz, &r);
+		return parse_dlms_time(s, tz, ret);
 	if (len != 12 && len != 13)
 		return -1;
-	int f[6];
-	for (int i = 0; i < 6; i++)
-		if ((f[i] = two(s + 2 * i)) < 0)
-			return -1;
+	/* YYMMDDhhmmss, each two digits (all twelve characters are there to read) */
+	int y2 = two(s), mo = two(s + 2), d = two(s + 4), h = two(s + 6), mi = two(s + 8),
+	    sec = two(s + 10);
+	if ((y2 | mo | d | h | mi | sec) < 0)
+		return -1;
 	char flag = 0;
 	if (len == 13) {
 		char c = (char)(s[12] & ~0x20);
@@ -142,19 +151,19 @@ int p1_time_parse(const char *s, size_t len, const struct p1_tz *tz, struct p1_t
 		else if (!((s[12] >= 'A' && s[12] <= 'Z') || (s[12] >= 'a' && s[12] <= 'z')))
 			return -1;
 	}
-	int y = 2000 + f[0];
-	if (f[0] == 70 && f[1] == 1 && f[2] == 1 && f[3] <= 1 && f[4] == 0 && f[5] == 0)
+	int y = 2000 + y2;
+	if (y2 == 70 && mo == 1 && d == 1 && h <= 1 && mi == 0 && sec == 0)
 		return 0; /* 700101010000W: the Unix epoch in two digits, "no device" (Iskra) */
-	if (!civil_ok(y, f[1], f[2], f[3], f[4], f[5]))
+	if (!civil_ok(y, mo, d, h, mi, sec))
 		return 0;
-	int64_t local = p1_time_from_civil(y, f[1], f[2], f[3], f[4], f[5]);
-	r.flag = flag;
+	int64_t local = p1_time_from_civil(y, mo, d, h, mi, sec);
 	if (flag) {
-		r.offset_s = flag == 'S' ? tz->dst_offset_s : tz->std_offset_s;
-		r.utc = local - r.offset_s;
-	} else {
-		resolve_local(tz, local, &r);
+		int32_t off = flag == 'S' ? tz->dst_offset_s : tz->std_offset_s;
+		*ret = (struct p1_time){.utc = local - off, .offset_s = off, .flag = flag};
+		return 1;
 	}
+	struct p1_time r = {0};
+	resolve_local(tz, local, &r);
 	*ret = r;
 	return 1;
 }

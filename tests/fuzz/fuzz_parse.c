@@ -13,7 +13,10 @@
  *   - what a telegram held before does not change the result (nothing leaks from the last
  *     parse);
  *   - p1_telegram_copy makes a copy that owns all it points to and renders the same after its
- *     source has been parsed over.
+ *     source has been parsed over;
+ *   - the text with a blank before every line end (line_blanks.h), which the parser must read
+ *     alike but never in its one pass for common lines, gives the same verdicts, the same line
+ *     at fault and the same telegram: the one-pass reading agrees with the general one.
  *
  * Any violation aborts, so libFuzzer reports it with the input that caused it.
  */
@@ -28,6 +31,7 @@
 #include "p1/telegram.h"
 
 #include "json_check.h"
+#include "line_blanks.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -232,6 +236,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		check_telegram(reused);
 		CHECK(!reused->has_crc);
 	}
+	/* the same verdict when every line is read the general way */
+	static char blanks[2 * CAP];
+	size_t blanks_len = with_blanks(data, size, blanks);
+	bool both = blanks_len + 1 <= other->cap;
+	if (both) {
+		unsigned line2 = 0;
+		CHECK(p1_parse(other, blanks, blanks_len, false, 0, &o, &line2) == e);
+		CHECK(line2 == line);
+	}
 
 	/* lenient: with a CRC nothing but the length can fail */
 	CHECK(p1_parse(reused, text, size, true, crc, &o, NULL) == P1_OK);
@@ -249,6 +262,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	}
 	free(b);
+	if (both) { /* and the same telegram */
+		char *k0 = blanks_key(reused);
+		CHECK(p1_parse(other, blanks, blanks_len, true, crc, &o, NULL) == P1_OK);
+		char *k1 = blanks_key(other);
+		CHECK(k0 && k1);
+		if (strcmp(k0, k1)) {
+			fprintf(stderr,
+			        "fuzz_parse: read in one pass and in general, the same text gives:"
+			        "\n%s\n%s\n",
+			        k0, k1);
+			abort();
+		}
+		free(k0);
+		free(k1);
+	}
 
 	/* a copy stays whole when its source is parsed over */
 	CHECK(p1_telegram_copy(copy, reused));

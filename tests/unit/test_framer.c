@@ -1,11 +1,12 @@
 /* test_framer.c - unit tests for the P1 framer (p1/framer.h): every framing case of
  * dsmr-protocol.md §10.2 and §7.1-7.2 (T1 alone, junk, back to back, lower-case and unpadded
  * CRCs, the 127A corruption, truncation, '!' inside a line, restarts, noise in the header,
- * oversize frames, 7E1 bytes, LF-only lines, frames without CRC), the stream-split property P2
- * of test-matrix.md (identical frames and errors for every chunking of a composite stream and
- * for 1000 random splits), bounded memory over 1 MiB of garbage (P6), and bit-error injection
- * P5 (no corrupt telegram accepted, every intact one accepted). Telegrams are built here, their
- * CRCs computed with p1_crc16 (itself checked in test_crc16). */
+ * control characters counted from the header on, oversize frames, 7E1 bytes, LF-only lines,
+ * frames without CRC), the stream-split property P2 of test-matrix.md (identical frames and
+ * errors for every chunking of a composite stream and for 1000 random splits), bounded memory
+ * over 1 MiB of garbage (P6), and bit-error injection P5 (no corrupt telegram accepted, every
+ * intact one accepted). Telegrams are built here, their CRCs computed with p1_crc16 (itself
+ * checked in test_crc16). */
 #include <malloc.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -565,6 +566,41 @@ static void test_noise_slash_in_header(void **state)
 		log_free(&l);
 		free(b.p);
 	}
+}
+
+/* Control characters (not CR, LF, TAB) are counted from the header on: three in a frame are
+ * tolerated, the fourth makes it noise, reported at that byte, in any chunking. */
+static void test_control_characters(void **state)
+{
+	(void)state;
+	static const char ok[] = "/XXX5\x0bTEST\r\n\r\n"
+	                         "1-0:1.8.1(000\x01" "123.456*kWh)\r\n"
+	                         "1-0:1.7.0(01\x7f.234*kW)\r\n"
+	                         "0-0:96.13.0(\tA)\r\n!";
+	static const char noise[] = "/XXX5\x0bTEST\r\n\r\n"
+	                            "1-0:1.8.1(000\x01" "123.456*kWh)\r\n"
+	                            "1-0:1.7.0(01\x7f.234*kW)\r\n"
+	                            "0-0:96.13.0(\tA\x03)\r\n!";
+	struct buf b = {0};
+	put_with_crc(&b, ok);
+	put_with_crc(&b, noise);
+	struct log whole = {0}, bytes = {0};
+	run_whole(b.p, b.n, &whole);
+	assert_int_equal(whole.n, 2);
+	assert_int_equal(whole.r[0].error, P1_OK);
+	assert_int_equal(whole.r[0].crc_covered, strlen(ok));
+	assert_int_equal(whole.r[1].error, P1_ERR_SYNTAX);
+	assert_int_equal(whole.r[1].offset, strlen(ok) + 6);
+	assert_int_equal(whole.r[1].len, (size_t)(strchr(noise, '\x03') - noise));
+	struct p1_framer *f = framer(0, true);
+	for (size_t i = 0; i < b.n; i++)
+		p1_framer_feed(f, b.p + i, 1, on_frame, &bytes);
+	p1_framer_flush(f, on_frame, &bytes);
+	p1_framer_free(f);
+	assert_logs_equal(&whole, &bytes, "one byte at a time");
+	log_free(&whole);
+	log_free(&bytes);
+	free(b.p);
 }
 
 static void test_too_long(void **state)
@@ -1249,6 +1285,7 @@ int main(void)
 	        cmocka_unit_test(test_damaged_end_line),
 	        cmocka_unit_test(test_no_crc_without_line_end),
 	        cmocka_unit_test(test_noise_slash_in_header),
+	        cmocka_unit_test(test_control_characters),
 	        cmocka_unit_test(test_too_long),
 	        cmocka_unit_test(test_limits),
 	        cmocka_unit_test(test_7e1),

@@ -33,6 +33,8 @@
 #include "p1/obis.h"
 #include "p1/telegram.h"
 
+#include "../fuzz/line_blanks.h"
+
 #define CAP 65536
 
 /* ---- small helpers ---- */
@@ -154,6 +156,59 @@ static void decode(const void *p, size_t n, struct out *o)
 	o->json = NULL;
 }
 
+/* ---- common lines are read in one pass: that reading agrees with the general one ---- */
+
+struct both {
+	struct p1_telegram *t;
+	unsigned frames;
+};
+
+/* Parse the frame as it came and with blanks before its line ends (line_blanks.h): same
+ * verdict, same line at fault, same telegram. */
+static void on_frame_both(void *ud, const struct p1_result *r)
+{
+	struct both *b = ud;
+	const struct p1_frame *f = r->frame;
+	if (!f || f->kind != P1_FRAME_TEXT)
+		return;
+	struct p1_parse_opts opts;
+	p1_parse_opts_init(&opts);
+	char *text[2] = {(char *)f->data, malloc(2 * f->len + 1)};
+	assert_non_null(text[1]);
+	size_t n[2] = {f->len, with_blanks(f->data, f->len, text[1])};
+	enum p1_error err[2];
+	unsigned line[2];
+	char *key[2];
+	for (int k = 0; k < 2; k++) {
+		line[k] = 0;
+		err[k] = p1_parse(b->t, text[k], n[k], f->has_crc, f->crc_sent, &opts, &line[k]);
+		key[k] = err[k] == P1_OK ? blanks_key(b->t) : strdup("");
+		assert_non_null(key[k]);
+	}
+	if (err[0] != err[1] || line[0] != line[1] || strcmp(key[0], key[1]))
+		fail_msg("frame at %llu: read in one pass: %d, line %u, %s\nread in general: %d, "
+		         "line %u, %s",
+		         (unsigned long long)f->offset, err[0], line[0], key[0], err[1], line[1],
+		         key[1]);
+	free(key[0]);
+	free(key[1]);
+	free(text[1]);
+	b->frames++;
+}
+
+static unsigned check_both_readings(const void *p, size_t n)
+{
+	struct both b = {.t = p1_telegram_new(CAP)};
+	assert_non_null(b.t);
+	struct p1_decoder *d = p1_decoder_new(NULL);
+	assert_non_null(d);
+	p1_decoder_feed(d, p, n, on_frame_both, &b);
+	p1_decoder_flush(d, on_frame_both, &b);
+	p1_decoder_free(d);
+	p1_telegram_free(b.t);
+	return b.frames;
+}
+
 /* ---- data-driven fixtures ---- */
 
 struct fixture {
@@ -170,6 +225,9 @@ static void test_fixture(void **state)
 		fail_msg("cannot read %s or %s", fx->txt, fx->json);
 	struct out o;
 	decode(in, n, &o);
+	/* every text frame the fixture holds, once in the one-pass reading of common lines and
+	 * once in the general reading */
+	check_both_readings(in, n);
 	char *want = json_squeeze(want_raw), *got = json_squeeze(o.s);
 	if (strcmp(want, got)) {
 		size_t i = 0;
@@ -681,6 +739,56 @@ static void test_unit_spellings(void **state)
 	assert_num(F(P1_F_RE_IMP), 1000, 3, "kvarh");
 	assert_num(F(P1_F_V_L1), 2300, 1, "V");
 	assert_num(F(P1_F_P_DEL), 1000, 3, "kW");
+}
+
+/* Common lines are read and stored in one pass, anything unusual in the general way: values
+ * of both kinds of line come out right, and the telegram is the same when every line has to
+ * be read in the general way. */
+static void test_one_pass_lines(void **state)
+{
+	(void)state;
+	static char buf[CAP];
+	size_t n = build(buf, sizeof(buf), "ISK5\\2M550T-1012", true,
+	                 L("1-3:0.2.8(50)", "0-0:1.0.0(240331120000S)",
+	                   "0-0:96.1.1(4530303434303031353337363331343137)",
+	                   "1-0:1.8.1(012345.678*kWh)", /* the most common line */
+	                   "1-0:1.8.2(023456.789*KWH)", /* another spelling of the unit */
+	                   "1-0:2.8.1(001234.567)",     /* no unit */
+	                   "1-0:2.8.2( 002345.678*kWh)", "1-0:1.8.1(099999.999*kWh)",
+	                   "0-0:96.14.0(0002)", "0-0:96.13.0()", "0-0:96.7.21(00012)",
+	                   "1-0:01.8.3(000001.000*kWh)", /* the code spelled otherwise */
+	                   "1-0:2.7.0(00.000*kW)", "  (1)", /* continued on the next line */
+	                   "1-0:22.7.0(-00.100*kW)", "1-0:41.7.0(0000000000000000001.000*kW)",
+	                   "1-0:21.7.0(00.412*kW)(junk", "0-1:24.1.0(003)",
+	                   "0-1:24.2.1(240331115500S)(04567.890*m3)", "1-0:31.7.0(002*A)"),
+	                 true);
+	const char *bang = strstr(buf, "\r\n!");
+	uint16_t crc = (uint16_t)strtoul(bang + 3, NULL, 16);
+	assert_int_equal(p1_parse(T, buf, n, true, crc, &OPTS, NULL), P1_OK);
+	assert_text(F(P1_F_P1_VERSION), "50");
+	assert_int_equal(F(P1_F_TIMESTAMP)->time.utc, utc(2024, 3, 31, 10, 0, 0));
+	assert_text(F(P1_F_EQUIPMENT_ID), "E0044001537631417");
+	assert_num(F(P1_F_E_DEL_T1), 12345678, 3, "kWh");
+	assert_num(F(P1_F_E_DEL_T2), 23456789, 3, "kWh");
+	assert_num(F(P1_F_E_RET_T1), 1234567, 3, "kWh");
+	assert_true(F(P1_F_E_RET_T1)->num.unit_assumed);
+	assert_true(T->warnings & P1_WARN_UNIT_ASSUMED);
+	assert_num(F(P1_F_E_RET_T2), 2345678, 3, "kWh");
+	assert_true(T->warnings & P1_WARN_DUPLICATE);
+	assert_text(F(P1_F_TARIFF), "0002");
+	assert_int_equal(F(P1_F_MSG_LONG)->presence, P1_PRESENT);
+	assert_int_equal(F(P1_F_MSG_LONG)->text.len, 0);
+	assert_num(F(P1_F_FAILURES), 12, 0, NULL);
+	assert_num(F(P1_F_E_DEL_T3), 1000, 3, "kWh");
+	assert_num(F(P1_F_P_RET), 0, 3, "kW");
+	assert_num(F(P1_F_P_RET_L1), -100, 3, "kW");
+	assert_int_equal(F(P1_F_P_DEL_L2)->presence, P1_ABSENT); /* 19 digits */
+	assert_int_equal(F(P1_F_P_DEL_L1)->presence, P1_ABSENT); /* unclosed */
+	assert_true(T->warnings & P1_WARN_BAD_VALUE);
+	assert_num(F(P1_F_GAS), 4567890, 3, "m3");
+	assert_num(F(P1_F_I_L1), 2, 0, "A");
+	assert_int_equal(T->dialect, P1_DIALECT_DSMR5);
+	assert_int_equal(check_both_readings(buf, n), 1);
 }
 
 static void test_negative_values(void **state)
@@ -1461,6 +1569,7 @@ static int run_focused(void)
 	        cmocka_unit_test(test_unit_without_star),
 	        cmocka_unit_test(test_wh_and_w),
 	        cmocka_unit_test(test_unit_spellings),
+	        cmocka_unit_test(test_one_pass_lines),
 	        cmocka_unit_test(test_negative_values),
 	        cmocka_unit_test(test_hex_and_plain),
 	        cmocka_unit_test(test_sentinel_timestamps),
