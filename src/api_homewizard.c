@@ -264,18 +264,23 @@ char *api_hw_data(const struct p1_telegram *t)
 	return buf;
 }
 
-char *api_hw_info(const struct http_meter_view *m)
+void api_hw_serial(const char *meter_name, char ret[API_HW_SERIAL_LEN + 1])
 {
 	/* HomeWizard's serial is a MAC address; p1d gives 12 hex digits derived from the
 	 * meter name (stable, and reveals nothing). */
 	uint64_t h = UINT64_C(1469598103934665603);
-	char serial[13];
-	for (const char *p = m->name; *p; p++)
+	for (const char *p = meter_name; *p; p++)
 		h = (h ^ (unsigned char)*p) * UINT64_C(1099511628211);
-	snprintf(serial, sizeof(serial), "%012" PRIx64, (uint64_t)(h & 0xffffffffffffull));
-	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "product_type", "HWE-P1", "product_name",
-	                      "P1 meter (p1d)", "serial", serial, "firmware_version", P1D_VERSION,
-	                      "api_version", "v1");
+	snprintf(ret, API_HW_SERIAL_LEN + 1, "%012" PRIx64, (uint64_t)(h & 0xffffffffffffull));
+}
+
+char *api_hw_info(const struct http_meter_view *m)
+{
+	char serial[API_HW_SERIAL_LEN + 1];
+	api_hw_serial(m->name, serial);
+	json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "product_type", API_HW_PRODUCT_TYPE,
+	                      "product_name", API_HW_PRODUCT_NAME, "serial", serial,
+	                      "firmware_version", P1D_VERSION, "api_version", "v1");
 	char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
 	return s;

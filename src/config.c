@@ -364,6 +364,9 @@ static const struct config_item items[] = {
          .help = "Bearer token of the write endpoints; empty: they are off."},
         {IN(HTTP) = "homewizard", BOOL(C, http.homewizard), .def = "false", .flags = R,
          .help = "Also answer the HomeWizard P1 local API (/api, /api/v1/data)."},
+        {IN(HTTP) = "announce", BOOL(C, http.announce), .def = "true", .flags = R,
+         .help = "With homewizard, announce it on the network through avahi-daemon "
+                 "(_hwenergy._tcp) unless HTTP listens on loopback only."},
         {IN(HTTP) = "relay", HOSTPORT(C, http.relay), .def = "", .flags = R,
          .help = "ADDR:PORT of a read-only TCP server that re-sends every raw telegram of the first meter."},
         {IN(HTTP) = "dashboard", BOOL(C, http.dashboard), .def = "true", .flags = R,

@@ -143,6 +143,7 @@ struct config_http {
 	char *read_token;  /* "": reading needs no token */
 	char *admin_token; /* "": write endpoints disabled */
 	bool homewizard;
+	bool announce; /* mDNS announcement of the HomeWizard API, see mdns.h */
 	struct config_hostport relay; /* host NULL: no relay */
 	char *tls_cert; /* "": plain HTTP */
 	char *tls_key;

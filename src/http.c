@@ -783,6 +783,19 @@ int http_port(const struct http *h)
 	return info ? info->port : -EINVAL;
 }
 
+size_t http_local_addrs(const struct http *h, struct sockaddr_storage *ret, size_t max)
+{
+	size_t n = 0;
+	for (size_t i = 0; h && i < h->n_d && n < max; i++) {
+		const union MHD_DaemonInfo *info =
+		        MHD_get_daemon_info(h->d[i], MHD_DAEMON_INFO_LISTEN_FD);
+		socklen_t len = sizeof(ret[n]);
+		if (info && getsockname(info->listen_fd, (struct sockaddr *)&ret[n], &len) == 0)
+			n++;
+	}
+	return n;
+}
+
 struct http *http_free(struct http *h)
 {
 	if (!h)

@@ -63,6 +63,9 @@ int http_add_status_hook(struct http *h, const char *section, http_status_cb cb,
 int http_add_metrics_hook(struct http *h, http_metrics_cb cb, void *ud);
 /* Port the first listen address is bound to (useful with port 0), or -errno. */
 int http_port(const struct http *h);
+/* The local addresses HTTP listens on (bound, or passed by systemd), up to max; the count. */
+struct sockaddr_storage;
+size_t http_local_addrs(const struct http *h, struct sockaddr_storage *ret, size_t max);
 
 /* ---- for the route files and tests ---------------------------------------------------- */
 
@@ -154,6 +157,12 @@ void api_metrics_write(const struct http_ctx *ctx, FILE *out);
 char *api_hw_data(const struct p1_telegram *t);
 /* HomeWizard /api object for a meter. */
 char *api_hw_info(const struct http_meter_view *m);
+/* What /api says of p1d, also announced over mDNS (mdns.h). */
+#define API_HW_PRODUCT_TYPE "HWE-P1"
+#define API_HW_PRODUCT_NAME "P1 meter (p1d)"
+#define API_HW_SERIAL_LEN 12
+/* The serial /api gives for a meter: 12 hex digits derived from its name. */
+void api_hw_serial(const char *meter_name, char ret[API_HW_SERIAL_LEN + 1]);
 
 /* The raw telegram with equipment ids masked (malloc'd copy; NULL on out of memory). */
 char *api_mask_telegram(const char *raw, size_t len);

@@ -18,6 +18,7 @@
 #include "http.h"
 #include "log.h"
 #include "loop.h"
+#include "mdns.h"
 #include "meter.h"
 #include "mqtt.h"
 #include "notify.h"
@@ -50,6 +51,7 @@ struct daemon {
 	struct store *store; /* NULL when [store] enabled = false */
 	struct mqtt *mqtt;   /* NULL when [mqtt] host is empty */
 	struct relay *relay; /* NULL when [http] relay is empty */
+	struct mdns *mdns;   /* NULL when the HomeWizard API is not announced */
 	struct p1_tz tz;     /* the meters' clock zone; history buckets follow it */
 };
 
@@ -371,6 +373,27 @@ static int start_http(struct daemon *d)
 	return r;
 }
 
+/* The mDNS announcement of the HomeWizard API (the first meter's, as /api serves it). */
+static int start_mdns(struct daemon *d)
+{
+	struct sockaddr_storage addrs[2 * CONFIG_LISTEN_MAX];
+	char serial[API_HW_SERIAL_LEN + 1];
+	if (!d->http || !d->n_meters)
+		return 0;
+	api_hw_serial(meter_name(d->meters[0]), serial);
+	struct mdns_opts o = {.homewizard = d->cfg->http.homewizard,
+			      .announce = d->cfg->http.announce,
+			      .serial = serial,
+			      .product_name = API_HW_PRODUCT_NAME,
+			      .product_type = API_HW_PRODUCT_TYPE,
+			      .addrs = addrs,
+			      .n_addrs = http_local_addrs(d->http, addrs, 2 * CONFIG_LISTEN_MAX)};
+	int r = mdns_new(d->loop, &o, &d->mdns);
+	if (r < 0)
+		log_error("mdns: cannot start: %s", strerror(-r));
+	return r;
+}
+
 /* The raw telegram relay: the first meter's raw telegrams to TCP clients. */
 static int start_relay(struct daemon *d)
 {
@@ -465,6 +488,8 @@ static int start(struct daemon *d)
 		return r;
 	if ((r = start_http(d)) < 0)
 		return r;
+	if ((r = start_mdns(d)) < 0)
+		return r;
 	if ((r = start_relay(d)) < 0)
 		return r;
 	if ((r = start_mqtt(d)) < 0)
@@ -486,6 +511,7 @@ static void stop(struct daemon *d)
 {
 	d->mqtt = mqtt_free(d->mqtt); /* publishes offline, waits <= 0.5 s for the broker */
 	d->relay = relay_free(d->relay);
+	d->mdns = mdns_free(d->mdns);
 	d->http = http_free(d->http);
 	d->store = store_free(d->store); /* commits the batch */
 	for (size_t i = d->n_meters; i-- > 0;)
