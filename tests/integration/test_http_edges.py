@@ -25,44 +25,15 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from p1dtest import figure, free_port, listening, now, wait_until  # noqa: E402
 
 P1D = os.environ.get("P1D", "")
 OPENSSL = shutil.which("openssl")
 ACTIVATE = shutil.which("systemd-socket-activate")
 FAILURES = []
 SKIPPED = []
-
-
-def now():
-    return time.monotonic()
-
-
-def figure(text):
-    print(f"  # {text}", file=sys.stderr, flush=True)
-
-
-def wait_until(pred, timeout, step=0.05):
-    deadline = now() + timeout
-    while True:
-        v = pred()
-        if v or now() >= deadline:
-            return v
-        time.sleep(step)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listening(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def check(cond, what):
