@@ -277,6 +277,10 @@ static int open_db(struct store *s)
 		int flags = s->read_only ? SQLITE_OPEN_READONLY
 					 : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
 		int rc = sqlite3_open_v2(s->path, &s->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+		/* SQLite opens a file it may not write read-only, without an error: that is a
+		 * failure to open for writing, retried like any other */
+		if (rc == SQLITE_OK && !s->read_only && sqlite3_db_readonly(s->db, "main") == 1)
+			rc = SQLITE_READONLY;
 		if (rc == SQLITE_OK)
 			rc = setup_db(s);
 		if (rc == SQLITE_OK) {
