@@ -14,6 +14,7 @@
 #include "log.h"
 #include "loop.h"
 #include "p1/decoder.h"
+#include "version.h"
 
 struct sink {
 	meter_sink_cb cb;
@@ -38,6 +39,7 @@ struct meter {
 	void (*finished_cb)(void *ud, struct meter *m);
 	void *finished_ud;
 	enum clock_policy clock;
+	struct clock_ctx clock_ctx;
 	int64_t reading_utc; /* time that dates the telegram being handed to the sinks */
 	bool clock_bogus;    /* the last telegram's meter time was rejected */
 };
@@ -94,7 +96,8 @@ static void on_result(void *ud, const struct p1_result *r)
 	m->st.last_telegram_ms = loop_now_ms();
 	m->st.last_telegram_utc = now_utc();
 	bool fallback;
-	m->reading_utc = clock_reading_utc(t, m->st.last_telegram_utc, m->clock, &fallback);
+	m->reading_utc = clock_reading_utc(t, m->st.last_telegram_utc, m->clock, &m->clock_ctx,
+	                                   &fallback);
 	if (fallback != m->clock_bogus) {
 		m->clock_bogus = fallback;
 		if (fallback) {
@@ -221,6 +224,7 @@ int meter_new(struct loop *loop, const struct config_meter *cfg, const struct p1
 	snprintf(m->name, sizeof(m->name), "%s", cfg->name);
 	m->loop = loop;
 	m->clock = (enum clock_policy)cfg->clock;
+	m->clock_ctx.sane_after_utc = P1D_BUILD_UTC;
 	for (size_t i = 0; i < P1_ERR_COUNT; i++)
 		m->errlog[i] = (struct log_ratelimit)LOG_RATELIMIT_INIT(METER_ERROR_SUMMARY_MS);
 	int r = decoder_from(cfg, tz, &m->dec);

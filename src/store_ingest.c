@@ -242,7 +242,7 @@ static void drop_oldest(struct store *s)
 int store_add(struct store *s, const char *meter, const struct p1_telegram *t,
 	      int64_t received_utc)
 {
-	return store_add_at(s, meter, t, clock_reading_utc(t, received_utc, CLOCK_AUTO, NULL));
+	return store_add_at(s, meter, t, clock_reading_utc(t, received_utc, CLOCK_AUTO, NULL, NULL));
 }
 
 int store_add_at(struct store *s, const char *meter, const struct p1_telegram *t, int64_t utc)

@@ -24,7 +24,7 @@ static void check(int64_t meter_utc, enum clock_policy p, int64_t want, bool wan
 {
 	struct p1_telegram *t = with_time(meter_utc);
 	bool fb = !want_fallback;
-	assert_int_equal(clock_reading_utc(t, NOW, p, &fb), want);
+	assert_int_equal(clock_reading_utc(t, NOW, p, NULL, &fb), want);
 	assert_int_equal(fb, want_fallback);
 	p1_telegram_free(t);
 }
@@ -54,16 +54,49 @@ static void test_meter_and_system_policies(void **state)
 	check(946684800, CLOCK_SYSTEM, NOW, false); /* not a fallback: asked for */
 }
 
+/* The system clock, not the meter's, is wrong: before p1d's build (a Pi without a real-time
+ * clock before NTP), or jumped back a year while the meter's clock goes on. */
+static void test_auto_trusts_a_meter_when_the_system_clock_is_wrong(void **state)
+{
+	(void)state;
+	int64_t meter = NOW + 400 * 86400; /* the meter is right, the system a year behind */
+	struct p1_telegram *t = with_time(meter);
+	struct clock_ctx before_build = {.sane_after_utc = NOW + 86400 * 30};
+	bool fb = true;
+	assert_int_equal(clock_reading_utc(t, NOW, CLOCK_AUTO, &before_build, &fb), meter);
+	assert_false(fb);
+	assert_int_equal(before_build.last_meter_utc, meter);
+	/* after the build, a jump back: the meter continues from its last trusted time */
+	struct clock_ctx ctx = {.sane_after_utc = NOW - 86400, .last_meter_utc = meter - 1};
+	assert_int_equal(clock_reading_utc(t, NOW, CLOCK_AUTO, &ctx, &fb), meter);
+	assert_false(fb);
+	/* a meter time far past its last trusted one is not a continuation */
+	ctx.last_meter_utc = meter - CLOCK_CONTINUES_S - 1;
+	assert_int_equal(clock_reading_utc(t, NOW, CLOCK_AUTO, &ctx, &fb), NOW);
+	assert_true(fb);
+	/* nor is one without history: the first telegram of a meter with a future clock */
+	struct clock_ctx fresh = {.sane_after_utc = NOW - 86400};
+	assert_int_equal(clock_reading_utc(t, NOW, CLOCK_AUTO, &fresh, &fb), NOW);
+	assert_true(fb);
+	assert_int_equal(fresh.last_meter_utc, 0);
+	/* a reset clock is never trusted, whatever the system clock */
+	p1_telegram_free(t);
+	t = with_time(946684800);
+	assert_int_equal(clock_reading_utc(t, NOW, CLOCK_AUTO, &before_build, &fb), NOW);
+	assert_true(fb);
+	p1_telegram_free(t);
+}
+
 static void test_no_time_uses_the_system_clock(void **state)
 {
 	(void)state;
 	struct p1_telegram *t = p1_telegram_new(1024);
 	bool fb = true;
 	for (int p = CLOCK_AUTO; p <= CLOCK_SYSTEM; p++) {
-		assert_int_equal(clock_reading_utc(t, NOW, (enum clock_policy)p, &fb), NOW);
+		assert_int_equal(clock_reading_utc(t, NOW, (enum clock_policy)p, NULL, &fb), NOW);
 		assert_false(fb);
 	}
-	assert_int_equal(clock_reading_utc(t, NOW, CLOCK_AUTO, NULL), NOW);
+	assert_int_equal(clock_reading_utc(t, NOW, CLOCK_AUTO, NULL, NULL), NOW);
 	p1_telegram_free(t);
 }
 
@@ -73,6 +106,7 @@ int main(void)
 	        cmocka_unit_test(test_auto_trusts_a_plausible_meter),
 	        cmocka_unit_test(test_auto_rejects_a_reset_or_future_clock),
 	        cmocka_unit_test(test_meter_and_system_policies),
+	        cmocka_unit_test(test_auto_trusts_a_meter_when_the_system_clock_is_wrong),
 	        cmocka_unit_test(test_no_time_uses_the_system_clock),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
