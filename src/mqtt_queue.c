@@ -165,8 +165,13 @@ void mqtt_queue_sent(struct mqtt_queue *q, int mid)
 
 bool mqtt_queue_ack(struct mqtt_queue *q, int mid, int64_t *ret_utc)
 {
+	/* entries in flight are all in front of the pending ones (they are sent oldest first and
+	 * requeued as a whole): the search ends at the first pending entry, so an acknowledgement
+	 * of another message (per-field, discovery) costs the in-flight window, not the queue */
 	for (size_t i = 0; i < q->n; i++) {
 		struct entry *e = at(q, i);
+		if (e->state == E_PENDING)
+			break;
 		if (e->state == E_INFLIGHT && e->mid == mid) {
 			if (ret_utc)
 				*ret_utc = e->utc;
