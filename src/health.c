@@ -2,29 +2,85 @@
 #include "health.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <string.h>
 
 #include "mqtt.h"
 #include "store.h"
 
-void health_store_status(void *ud, json_t *sec)
+/* One number of a module's stats: its /api/v1/status member and its Prometheus family. */
+struct stat_row {
+	const char *json;   /* member of the status section */
+	const char *metric; /* family name, NULL: status only */
+	const char *type;   /* "gauge" or "counter" */
+	const char *help;
+	size_t offset;      /* of a uint64_t, size_t or bool in the stats struct */
+	char kind;          /* 'u' uint64_t, 'z' size_t, 'b' bool */
+};
+
+#define ROW(S, json, metric, type, help, member, kind)                                        \
+	{json, metric, type, help, offsetof(struct S, member), kind}
+
+static const struct stat_row store_rows[] = {
+        ROW(store_stats, "healthy", "p1d_store_healthy", "gauge",
+            "1 when the last database write succeeded", healthy, 'b'),
+        ROW(store_stats, "size_bytes", "p1d_store_size_bytes", "gauge",
+            "Size of the database file and its WAL", db_bytes, 'u'),
+        ROW(store_stats, "readings_committed", "p1d_store_readings_committed_total", "counter",
+            "Readings written to the database", committed, 'u'),
+        ROW(store_stats, "readings_waiting", "p1d_store_readings_waiting", "gauge",
+            "Readings in memory not yet written", backlog, 'z'),
+        ROW(store_stats, "readings_dropped", "p1d_store_readings_dropped_total", "counter",
+            "Raw readings dropped because the database could not be written for too long",
+            dropped, 'u'),
+        ROW(store_stats, "commits", "p1d_store_commits_total", "counter",
+            "Transactions that wrote readings", commits, 'u'),
+        ROW(store_stats, "commit_failures", "p1d_store_commit_failures_total", "counter",
+            "Failed database writes", commit_failures, 'u'),
+        ROW(store_stats, "checkpoints", "p1d_store_checkpoints_total", "counter",
+            "WAL checkpoints (when the database file is synced to disk)", checkpoints, 'u'),
+        ROW(store_stats, "pages_written", "p1d_store_pages_written_total", "counter",
+            "Database pages written since the database was opened", pages_written, 'u'),
+        ROW(store_stats, "segments", NULL, NULL, NULL, segments, 'u'),
+};
+
+static const struct stat_row mqtt_rows[] = {
+        ROW(mqtt_stats, "connected", "p1d_mqtt_connected", "gauge",
+            "1 while connected to the broker", connected, 'b'),
+        ROW(mqtt_stats, "connects", "p1d_mqtt_connects_total", "counter",
+            "Successful connections to the broker", connects, 'u'),
+        ROW(mqtt_stats, "published", "p1d_mqtt_published_total", "counter",
+            "Messages handed to the broker", published, 'u'),
+        ROW(mqtt_stats, "delivered", "p1d_mqtt_delivered_total", "counter",
+            "State messages the broker acknowledged", delivered, 'u'),
+        ROW(mqtt_stats, "backfilled", "p1d_mqtt_backfilled_total", "counter",
+            "Readings of an outage sent from the history and acknowledged", backfilled, 'u'),
+        ROW(mqtt_stats, "waiting", "p1d_mqtt_queue", "gauge", "Readings waiting for the broker",
+            waiting, 'u'),
+        ROW(mqtt_stats, "dropped", "p1d_mqtt_dropped_total", "counter",
+            "State messages that will never be delivered", dropped, 'u'),
+        ROW(mqtt_stats, "skipped", "p1d_mqtt_skipped_total", "counter",
+            "Per-field messages skipped while the broker lagged", skipped, 'u'),
+};
+
+static uint64_t row_value(const struct stat_row *r, const void *st)
 {
-	struct store_stats st;
-	store_get_stats(ud, &st);
-	json_object_set_new(sec, "path", json_string(store_path(ud)));
-	json_object_set_new(sec, "healthy", json_boolean(st.healthy));
-	json_object_set_new(sec, "size_bytes", json_integer((json_int_t)st.db_bytes));
-	json_object_set_new(sec, "readings_committed", json_integer((json_int_t)st.committed));
-	json_object_set_new(sec, "readings_waiting", json_integer((json_int_t)st.backlog));
-	json_object_set_new(sec, "readings_dropped", json_integer((json_int_t)st.dropped));
-	json_object_set_new(sec, "commits", json_integer((json_int_t)st.commits));
-	json_object_set_new(sec, "commit_failures", json_integer((json_int_t)st.commit_failures));
-	json_object_set_new(sec, "checkpoints", json_integer((json_int_t)st.checkpoints));
-	json_object_set_new(sec, "pages_written", json_integer((json_int_t)st.pages_written));
-	json_object_set_new(sec, "segments", json_integer((json_int_t)st.segments));
-	json_object_set_new(sec, "last_commit_utc",
-	                    st.last_commit_utc ? json_integer(st.last_commit_utc) : json_null());
+	const char *p = (const char *)st + r->offset;
+	if (r->kind == 'b')
+		return *(const bool *)p;
+	if (r->kind == 'z')
+		return *(const size_t *)p;
+	return *(const uint64_t *)p;
+}
+
+static void rows_status(const struct stat_row *rows, size_t n, const void *st, json_t *sec)
+{
+	for (size_t i = 0; i < n; i++)
+		json_object_set_new(sec, rows[i].json,
+		                    rows[i].kind == 'b'
+		                            ? json_boolean(row_value(&rows[i], st))
+		                            : json_integer((json_int_t)row_value(&rows[i], st)));
 }
 
 static void family(FILE *out, const char *name, const char *type, const char *help,
@@ -34,63 +90,45 @@ static void family(FILE *out, const char *name, const char *type, const char *he
 	        value);
 }
 
+static void rows_metrics(const struct stat_row *rows, size_t n, const void *st, FILE *out)
+{
+	for (size_t i = 0; i < n; i++)
+		if (rows[i].metric)
+			family(out, rows[i].metric, rows[i].type, rows[i].help,
+			       row_value(&rows[i], st));
+}
+
+#define N_ROWS(a) (sizeof(a) / sizeof((a)[0]))
+
+void health_store_status(void *ud, json_t *sec)
+{
+	struct store_stats st;
+	store_get_stats(ud, &st);
+	json_object_set_new(sec, "path", json_string(store_path(ud)));
+	rows_status(store_rows, N_ROWS(store_rows), &st, sec);
+	json_object_set_new(sec, "last_commit_utc",
+	                    st.last_commit_utc ? json_integer(st.last_commit_utc) : json_null());
+}
+
 void health_store_metrics(void *ud, FILE *out)
 {
 	struct store_stats st;
 	store_get_stats(ud, &st);
-	family(out, "p1d_store_healthy", "gauge", "1 when the last database write succeeded",
-	       st.healthy);
-	family(out, "p1d_store_size_bytes", "gauge", "Size of the database file and its WAL",
-	       st.db_bytes);
-	family(out, "p1d_store_readings_committed_total", "counter", "Readings written to the database",
-	       st.committed);
-	family(out, "p1d_store_readings_waiting", "gauge", "Readings in memory not yet written",
-	       st.backlog);
-	family(out, "p1d_store_readings_dropped_total", "counter",
-	       "Raw readings dropped because the database could not be written for too long",
-	       st.dropped);
-	family(out, "p1d_store_commits_total", "counter", "Transactions that wrote readings",
-	       st.commits);
-	family(out, "p1d_store_commit_failures_total", "counter", "Failed database writes",
-	       st.commit_failures);
-	family(out, "p1d_store_checkpoints_total", "counter",
-	       "WAL checkpoints (when the database file is synced to disk)", st.checkpoints);
-	family(out, "p1d_store_pages_written_total", "counter",
-	       "Database pages written since the database was opened", st.pages_written);
+	rows_metrics(store_rows, N_ROWS(store_rows), &st, out);
 }
 
 void health_mqtt_status(void *ud, json_t *sec)
 {
 	struct mqtt_stats st;
 	mqtt_get_stats(ud, &st);
-	json_object_set_new(sec, "connected", json_boolean(st.connected));
-	json_object_set_new(sec, "connects", json_integer((json_int_t)st.connects));
-	json_object_set_new(sec, "published", json_integer((json_int_t)st.published));
-	json_object_set_new(sec, "delivered", json_integer((json_int_t)st.delivered));
-	json_object_set_new(sec, "backfilled", json_integer((json_int_t)st.backfilled));
-	json_object_set_new(sec, "waiting", json_integer((json_int_t)st.waiting));
-	json_object_set_new(sec, "dropped", json_integer((json_int_t)st.dropped));
-	json_object_set_new(sec, "skipped", json_integer((json_int_t)st.skipped));
+	rows_status(mqtt_rows, N_ROWS(mqtt_rows), &st, sec);
 }
 
 void health_mqtt_metrics(void *ud, FILE *out)
 {
 	struct mqtt_stats st;
 	mqtt_get_stats(ud, &st);
-	family(out, "p1d_mqtt_connected", "gauge", "1 while connected to the broker", st.connected);
-	family(out, "p1d_mqtt_connects_total", "counter", "Successful connections to the broker",
-	       st.connects);
-	family(out, "p1d_mqtt_published_total", "counter", "Messages handed to the broker",
-	       st.published);
-	family(out, "p1d_mqtt_delivered_total", "counter",
-	       "State messages the broker acknowledged", st.delivered);
-	family(out, "p1d_mqtt_backfilled_total", "counter",
-	       "Readings of an outage sent from the history and acknowledged", st.backfilled);
-	family(out, "p1d_mqtt_queue", "gauge", "Readings waiting for the broker", st.waiting);
-	family(out, "p1d_mqtt_dropped_total", "counter",
-	       "State messages that will never be delivered", st.dropped);
-	family(out, "p1d_mqtt_skipped_total", "counter",
-	       "Per-field messages skipped while the broker lagged", st.skipped);
+	rows_metrics(mqtt_rows, N_ROWS(mqtt_rows), &st, out);
 }
 
 /* "Name:   value kB" lines of /proc/self/status and "name: value" of /proc/self/io. */
