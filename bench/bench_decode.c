@@ -3,7 +3,7 @@
  * uses (framer, CRC, parser), with a realistic DSMR 5 three-phase telegram with gas, written
  * below and given its CRC with p1_crc16.
  *
- * Usage: bench_decode [--time N | --rss N | --stream MIB [GAP [crlf]] | --once N]
+ * Usage: bench_decode [--time N | --rss N | --stream MIB [GAP [crlf]] | --once N | --json N]
  *        (no option: --time, --rss and --stream with their defaults)
  *
  *   --time N     decode the telegram N times (default 200000), one feed call per telegram, in 5
@@ -11,6 +11,10 @@
  *   --once N     decode it N times and exit, for instruction counts:
  *                  valgrind --tool=callgrind bench_decode --once 1001 (and --once 1);
  *                  instructions per telegram = (Ir(1001) - Ir(1)) / 1000
+ *   --json N     decode the telegram once and render it as JSON (p1_json_telegram, P1_JSON_ALL)
+ *                N times; report ns per render. For instruction counts:
+ *                  valgrind --tool=callgrind bench_decode --json 1001 (and --json 1);
+ *                  instructions per render = (Ir(1001) - Ir(1)) / 1000
  *   --rss N      decode N telegrams (default 1000000) and report VmRSS/VmHWM before and after
  *   --stream MIB [GAP [crlf]]
  *                MIB MiB (default 64) of random bytes with the telegram interleaved after
@@ -31,6 +35,7 @@
 
 #include "p1/crc16.h"
 #include "p1/decoder.h"
+#include "p1/json.h"
 
 #define TELEGRAM_CAP 2048
 #define STREAM_READ 4096 /* bytes per feed call in --stream, a typical serial read */
@@ -184,6 +189,47 @@ static int bench_once(uint64_t n)
 	return check(&t, n, "once");
 }
 
+struct json_run {
+	uint64_t n;      /* renders */
+	size_t len;      /* bytes of JSON */
+	double ns;       /* per render */
+	bool bad;
+	char buf[8192];
+};
+
+/* Render the telegram n times while it is valid, that is, inside the callback. */
+static void on_json(void *ud, const struct p1_result *r)
+{
+	struct json_run *j = ud;
+	if (r->error != P1_OK || !r->frame || r->frame->len != telegram_len ||
+	    memcmp(r->frame->data, telegram, telegram_len)) {
+		j->bad = true;
+		return;
+	}
+	double t0 = now_s();
+	for (uint64_t i = 0; i < j->n; i++)
+		j->len = p1_json_telegram(r->telegram, P1_JSON_ALL, j->buf, sizeof(j->buf));
+	j->ns = (now_s() - t0) * 1e9 / (double)j->n;
+	j->bad |= j->len >= sizeof(j->buf) || strlen(j->buf) != j->len;
+}
+
+/* (e) the telegram as JSON, rendered n times */
+static int bench_json(uint64_t n)
+{
+	struct p1_decoder *d = decoder();
+	static struct json_run j;
+	j.n = n;
+	p1_decoder_feed(d, telegram, telegram_len, on_json, &j);
+	p1_decoder_free(d);
+	if (j.bad || !j.len) {
+		fprintf(stderr, "bench_decode: json: the telegram did not decode or render\n");
+		return 1;
+	}
+	printf("json: %llu renders of %zu bytes (P1_JSON_ALL): %.0f ns/render\n",
+	       (unsigned long long)n, j.len, j.ns);
+	return 0;
+}
+
 /* kB of a "VmRSS:" style line of /proc/self/status, or -1 */
 static long status_kb(const char *key)
 {
@@ -308,6 +354,8 @@ int main(int argc, char **argv)
 	uint64_t n = argc > 2 ? arg_u64(argv[2], opt) : 0;
 	if (!strcmp(opt, "--once") && argc == 3)
 		return bench_once(n);
+	if (!strcmp(opt, "--json") && argc == 3)
+		return bench_json(n);
 	if (!strcmp(opt, "--time") && argc <= 3)
 		return bench_time(n ? n : 200000);
 	if (!strcmp(opt, "--rss") && argc <= 3)
@@ -316,7 +364,8 @@ int main(int argc, char **argv)
 		return bench_stream(n ? (size_t)n : 64,
 		                    argc > 3 ? (size_t)arg_u64(argv[3], "gap") : 1024,
 		                    argc > 4 && !strcmp(argv[4], "crlf"));
-	fprintf(stderr, "usage: %s [--time N | --rss N | --stream MIB [GAP [crlf]] | --once N]\n",
+	fprintf(stderr,
+	        "usage: %s [--time N | --rss N | --stream MIB [GAP [crlf]] | --once N | --json N]\n",
 	        argv[0]);
 	return 2;
 }

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "digits.h"
 #include "hex.h"
 #include "obis.h"
 #include "p1/telegram.h"
@@ -1296,17 +1297,53 @@ bool p1_num_milli(const struct p1_num *n, int64_t *ret)
 
 size_t p1_num_format(const struct p1_num *n, char *buf, size_t cap)
 {
+	/* Every number of every telegram's JSON comes here, so the usual case (a scale up to 19:
+	 * 10^scale fits in 64 bits) goes two digits at a time: the decimals zero-padded to scale
+	 * digits, '.', then the integer part. Larger scales take the digit loop, which writes
+	 * the same for those scales and stops when tmp is full. */
+	static const uint64_t pow10[20] = {
+		1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000,
+		10000000000u, 100000000000u, 1000000000000u, 10000000000000u,
+		100000000000000u, 1000000000000000u, 10000000000000000u, 100000000000000000u,
+		1000000000000000000u, 10000000000000000000u,
+	};
 	char tmp[48];
 	uint64_t m = n->mant < 0 ? (uint64_t)0 - (uint64_t)n->mant : (uint64_t)n->mant;
 	size_t i = sizeof(tmp);
-	unsigned digits = 0;
-	do {
-		if (digits == n->scale && n->scale)
+	if (n->scale < 20) {
+		unsigned k = n->scale;
+		uint64_t q = m, r = 0;
+		if (k) {
+			q = m / pow10[k];
+			r = m % pow10[k];
+			for (; k >= 2; k -= 2, r /= 100) {
+				i -= 2;
+				p1_two_digits(tmp + i, (unsigned)(r % 100));
+			}
+			if (k)
+				tmp[--i] = (char)('0' + r);
 			tmp[--i] = '.';
-		tmp[--i] = (char)('0' + m % 10);
-		m /= 10;
-		digits++;
-	} while ((m || digits <= n->scale) && i > 2);
+		}
+		for (; q >= 100; q /= 100) {
+			i -= 2;
+			p1_two_digits(tmp + i, (unsigned)(q % 100));
+		}
+		if (q >= 10) {
+			i -= 2;
+			p1_two_digits(tmp + i, (unsigned)q);
+		} else {
+			tmp[--i] = (char)('0' + q);
+		}
+	} else {
+		unsigned digits = 0;
+		do {
+			if (digits == n->scale && n->scale)
+				tmp[--i] = '.';
+			tmp[--i] = (char)('0' + m % 10);
+			m /= 10;
+			digits++;
+		} while ((m || digits <= n->scale) && i > 2);
+	}
 	if (n->mant < 0)
 		tmp[--i] = '-';
 	size_t len = sizeof(tmp) - i;

@@ -2,9 +2,11 @@
  * dates by Howard Hinnant's days-from-civil algorithm, the EU summer-time rule by hand. */
 #include "p1/time.h"
 
+#include "digits.h"
 #include "hex.h"
 
 #include <stdio.h>
+#include <string.h>
 
 static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
 {
@@ -173,6 +175,27 @@ size_t p1_time_format(const struct p1_time *t, char *buf, size_t cap)
 	int y, mo, d, h, mi, s;
 	p1_time_to_civil(t->utc + t->offset_s, &y, &mo, &d, &h, &mi, &s);
 	int off = t->offset_s < 0 ? -t->offset_s : t->offset_s;
+	/* What the snprintf below writes, by hand when every number has its fixed width (month
+	 * to second always do): JSON output formats every timestamp of every telegram. */
+	if ((unsigned)y <= 9999 && (unsigned)off < 100 * 3600 && cap > 25) {
+		char *p = p1_two_digits(p1_two_digits(buf, (unsigned)y / 100), (unsigned)y % 100);
+		*p++ = '-';
+		p = p1_two_digits(p, (unsigned)mo);
+		*p++ = '-';
+		p = p1_two_digits(p, (unsigned)d);
+		*p++ = 'T';
+		p = p1_two_digits(p, (unsigned)h);
+		*p++ = ':';
+		p = p1_two_digits(p, (unsigned)mi);
+		*p++ = ':';
+		p = p1_two_digits(p, (unsigned)s);
+		*p++ = t->offset_s < 0 ? '-' : '+';
+		p = p1_two_digits(p, (unsigned)(off / 3600));
+		*p++ = ':';
+		p = p1_two_digits(p, (unsigned)(off / 60 % 60));
+		*p = 0;
+		return 25;
+	}
 	int n = snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d%c%02d:%02d", y, mo, d, h, mi, s,
 			 t->offset_s < 0 ? '-' : '+', off / 3600, off / 60 % 60);
 	return n < 0 ? 0 : (size_t)n;

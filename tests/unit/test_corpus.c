@@ -35,6 +35,8 @@
 #include "p1/json.h"
 #include "p1/telegram.h"
 
+#include "unit_util.h"
+
 #define JSON_CAP (256 * 1024)
 #define MAX_FILES 256
 
@@ -62,26 +64,12 @@ static const char *corpus(void)
 	return dir;
 }
 
-static uint8_t *read_file(const char *path, size_t *ret_len)
+/* read_file() (unit_util.h), failing the test when the file cannot be read. */
+static void *read_file_or_fail(const char *path, size_t *ret_len)
 {
-	FILE *f = fopen(path, "rb");
-	if (!f)
+	void *p = read_file(path, ret_len);
+	if (!p)
 		fail_msg("cannot open %s", path);
-	size_t cap = 1 << 16, n = 0;
-	uint8_t *p = malloc(cap + 1);
-	for (;;) {
-		if (n == cap) {
-			cap *= 2;
-			p = realloc(p, cap + 1);
-		}
-		size_t k = fread(p + n, 1, cap - n, f);
-		if (!k)
-			break;
-		n += k;
-	}
-	fclose(f);
-	p[n] = 0;
-	*ret_len = n;
 	return p;
 }
 
@@ -385,7 +373,7 @@ static void test_dialect_folders(void **state)
 			snprintf(path, sizeof(path), "%s/%s/%s", dir, dialect_folders[fi],
 			         names[i]);
 			size_t len;
-			uint8_t *p = read_file(path, &len);
+			uint8_t *p = read_file_or_fail(path, &len);
 			struct run *whole = decode(p, len, 0, NULL);
 			files++;
 			if (whole->valid != 1 || whole->invalid != 0) {
@@ -454,7 +442,7 @@ static void test_dialect_detection(void **state)
 			snprintf(path, sizeof(path), "%s/%s/%s", dir, dialect_folders[fi],
 			         names[i]);
 			size_t len;
-			uint8_t *p = read_file(path, &len);
+			uint8_t *p = read_file_or_fail(path, &len);
 			struct run *r = decode(p, len, 0, NULL);
 			const char *want = expected_dialect(dialect_folders[fi], (const char *)p);
 			const char *got = r->valid ? p1_dialect_name(r->t[0].dialect) : "(none)";
@@ -577,7 +565,7 @@ static void test_key_fields(void **state)
 			snprintf(path, sizeof(path), "%s/%s/%s", dir, dialect_folders[fi],
 			         names[i]);
 			size_t len;
-			char *text = (char *)read_file(path, &len);
+			char *text = read_file_or_fail(path, &len);
 			struct run *r = decode((uint8_t *)text, len, 0, NULL);
 			if (r->valid != 1) {
 				run_free(r);
@@ -680,7 +668,7 @@ static void test_every_line_read(void **state)
 			         names[i]);
 			snprintf(rel, sizeof(rel), "%s/%s", dialect_folders[fi], names[i]);
 			size_t len;
-			uint8_t *p = read_file(path, &len);
+			uint8_t *p = read_file_or_fail(path, &len);
 			struct run *r = decode(p, len, 0, NULL);
 			if (r->valid == 1 && (r->t[0].warnings & P1_WARN_BAD_VALUE)) {
 				const char *why = NULL;
@@ -721,7 +709,7 @@ static void test_bad_crc(void **state)
 		char path[4096];
 		snprintf(path, sizeof(path), "%s/bad-crc/%s", dir, names[i]);
 		size_t len;
-		uint8_t *p = read_file(path, &len);
+		uint8_t *p = read_file_or_fail(path, &len);
 		struct run *r = decode(p, len, 0, NULL);
 		bool all_crc = r->invalid > 0;
 		for (unsigned k = 0; k < r->invalid && k < 64; k++)
@@ -750,7 +738,7 @@ static void test_malformed(void **state)
 		char path[4096];
 		snprintf(path, sizeof(path), "%s/malformed/%s", dir, names[i]);
 		size_t len;
-		uint8_t *p = read_file(path, &len);
+		uint8_t *p = read_file_or_fail(path, &len);
 		for (size_t chunk = 0; chunk <= 64; chunk += chunk ? chunk : 1) {
 			struct run *r = decode(p, len, chunk, NULL);
 			if (r->valid)
@@ -814,7 +802,7 @@ static void test_streams(void **state)
 		char path[4096];
 		snprintf(path, sizeof(path), "%s/streams/%s", dir, names[i]);
 		size_t len;
-		uint8_t *p = read_file(path, &len);
+		uint8_t *p = read_file_or_fail(path, &len);
 		uint64_t starts[64];
 		size_t want = crc_frames(p, len, starts, 64);
 		assert_true(want >= 1);
@@ -862,7 +850,7 @@ static size_t unhex(const char *s, uint8_t *out, size_t cap)
 static void read_key(const char *path, uint8_t key[16], bool *have_aad, uint8_t ak[16])
 {
 	size_t len;
-	char *text = (char *)read_file(path, &len);
+	char *text = read_file_or_fail(path, &len);
 	bool have_key = false;
 	*have_aad = false;
 	for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
@@ -933,7 +921,7 @@ static void test_encrypted(void **state)
 		snprintf(kpath, sizeof(kpath), "%s/encrypted/%.*s.key", dir,
 		         (int)strlen(names[i]) - 4, names[i]);
 		size_t len;
-		uint8_t *frame = read_file(path, &len);
+		uint8_t *frame = read_file_or_fail(path, &len);
 		struct p1_decoder_opts o;
 		p1_decoder_opts_init(&o);
 		bool have_aad;

@@ -17,18 +17,9 @@
 
 #include "p1/time.h"
 
-static const struct p1_tz cet = {3600, 7200, true};
+#include "unit_util.h"
 
-static int64_t tg(int y, int mo, int d, int h, int mi, int s)
-{
-	struct tm tm = {.tm_year = y - 1900,
-	                .tm_mon = mo - 1,
-	                .tm_mday = d,
-	                .tm_hour = h,
-	                .tm_min = mi,
-	                .tm_sec = s};
-	return (int64_t)timegm(&tm);
-}
+static const struct p1_tz cet = {3600, 7200, true};
 
 static int parse(const char *s, const struct p1_tz *tz, struct p1_time *t)
 {
@@ -73,14 +64,14 @@ static void test_civil_every_day(void **state)
 				         (long long)want, cy, cmo, cd, ch, cmi, cs);
 		}
 	}
-	assert_int_equal(want, tg(2099, 12, 31, 23, 59, 59));
+	assert_int_equal(want, civil_utc(2099, 12, 31, 23, 59, 59));
 	/* a few before 1970 and the epoch itself */
 	assert_int_equal(p1_time_from_civil(1970, 1, 1, 0, 0, 0), 0);
 	assert_int_equal(p1_time_from_civil(1969, 12, 31, 23, 59, 59), -1);
 	int y, mo, d, h, mi, s;
 	p1_time_to_civil(-1, &y, &mo, &d, &h, &mi, &s);
 	assert_true(y == 1969 && mo == 12 && d == 31 && h == 23 && mi == 59 && s == 59);
-	p1_time_to_civil(tg(1900, 3, 1, 0, 0, 0), &y, &mo, &d, &h, &mi, &s);
+	p1_time_to_civil(civil_utc(1900, 3, 1, 0, 0, 0), &y, &mo, &d, &h, &mi, &s);
 	assert_true(y == 1900 && mo == 3 && d == 1);
 }
 
@@ -106,7 +97,7 @@ static void test_parse_format_round_trip(void **state)
 					assert_false(t.ambiguous);
 					int off = f ? 7200 : 3600;
 					assert_int_equal(t.offset_s, off);
-					if (t.utc != tg(y, mo, d, h, mi, s) - off)
+					if (t.utc != civil_utc(y, mo, d, h, mi, s) - off)
 						fail_msg("%s -> %lld", in, (long long)t.utc);
 					snprintf(want, sizeof(want),
 					         "%04d-%02d-%02dT%02d:%02d:%02d+%02d:00", y, mo, d,
@@ -131,8 +122,8 @@ static void test_eu_switch_dates(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof(switches) / sizeof(switches[0]); i++) {
 		int y = switches[i][0];
-		int64_t spring = tg(y, 3, switches[i][1], 1, 0, 0);
-		int64_t autumn = tg(y, 10, switches[i][2], 1, 0, 0);
+		int64_t spring = civil_utc(y, 3, switches[i][1], 1, 0, 0);
+		int64_t autumn = civil_utc(y, 10, switches[i][2], 1, 0, 0);
 		/* the table itself: last Sundays */
 		struct tm tm;
 		time_t tt = (time_t)spring;
@@ -148,9 +139,9 @@ static void test_eu_switch_dates(void **state)
 		assert_true(p1_tz_is_dst(&cet, spring));
 		assert_true(p1_tz_is_dst(&cet, autumn - 1));
 		assert_false(p1_tz_is_dst(&cet, autumn));
-		assert_false(p1_tz_is_dst(&cet, tg(y, 1, 15, 12, 0, 0)));
-		assert_true(p1_tz_is_dst(&cet, tg(y, 7, 15, 12, 0, 0)));
-		assert_false(p1_tz_is_dst(&cet, tg(y, 12, 31, 23, 59, 59)));
+		assert_false(p1_tz_is_dst(&cet, civil_utc(y, 1, 15, 12, 0, 0)));
+		assert_true(p1_tz_is_dst(&cet, civil_utc(y, 7, 15, 12, 0, 0)));
+		assert_false(p1_tz_is_dst(&cet, civil_utc(y, 12, 31, 23, 59, 59)));
 		/* a week earlier nothing has switched yet */
 		assert_false(p1_tz_is_dst(&cet, spring - 7 * 86400));
 		assert_true(p1_tz_is_dst(&cet, autumn - 7 * 86400));
@@ -175,7 +166,7 @@ static void test_format_tz_zones(void **state)
 {
 	(void)state;
 	char buf[64];
-	int64_t t = tg(2024, 7, 1, 12, 0, 0);
+	int64_t t = civil_utc(2024, 7, 1, 12, 0, 0);
 	/* no summer time */
 	struct p1_tz utc = {0, 0, false};
 	assert_int_equal(p1_time_format_tz(t, &utc, buf, sizeof(buf)), 25);
@@ -192,11 +183,11 @@ static void test_format_tz_zones(void **state)
 	struct p1_tz west = {-5 * 3600, -4 * 3600, true};
 	p1_time_format_tz(t, &west, buf, sizeof(buf));
 	assert_string_equal(buf, "2024-07-01T08:00:00-04:00");
-	p1_time_format_tz(tg(2024, 1, 1, 3, 0, 0), &west, buf, sizeof(buf));
+	p1_time_format_tz(civil_utc(2024, 1, 1, 3, 0, 0), &west, buf, sizeof(buf));
 	assert_string_equal(buf, "2023-12-31T22:00:00-05:00");
 	/* half-hour offset */
 	struct p1_tz india = {19800, 19800, false};
-	p1_time_format_tz(tg(2024, 1, 1, 20, 0, 0), &india, buf, sizeof(buf));
+	p1_time_format_tz(civil_utc(2024, 1, 1, 20, 0, 0), &india, buf, sizeof(buf));
 	assert_string_equal(buf, "2024-01-02T01:30:00+05:30");
 	/* Eastern Europe (Hungary is CET; Lithuania/Finland EET) */
 	struct p1_tz eet = {7200, 10800, true};
@@ -214,33 +205,33 @@ static void test_flags(void **state)
 	struct p1_time t;
 	/* dsmr-protocol.md §4.3: 231029023000S is 00:30Z, W is 01:30Z */
 	assert_int_equal(parse("231029023000S", &cet, &t), 1);
-	assert_int_equal(t.utc, tg(2023, 10, 29, 0, 30, 0));
+	assert_int_equal(t.utc, civil_utc(2023, 10, 29, 0, 30, 0));
 	assert_string_equal(fmt(&t), "2023-10-29T02:30:00+02:00");
 	assert_int_equal(parse("231029023000W", &cet, &t), 1);
-	assert_int_equal(t.utc, tg(2023, 10, 29, 1, 30, 0));
+	assert_int_equal(t.utc, civil_utc(2023, 10, 29, 1, 30, 0));
 	assert_string_equal(fmt(&t), "2023-10-29T02:30:00+01:00");
 	/* lower case */
 	assert_int_equal(parse("231029023000s", &cet, &t), 1);
 	assert_int_equal(t.flag, 'S');
-	assert_int_equal(t.utc, tg(2023, 10, 29, 0, 30, 0));
+	assert_int_equal(t.utc, civil_utc(2023, 10, 29, 0, 30, 0));
 	assert_int_equal(parse("231029023000w", &cet, &t), 1);
 	assert_int_equal(t.flag, 'W');
 	/* another letter is no flag: resolved by the zone's rule */
 	assert_int_equal(parse("240101120000T", &cet, &t), 1);
 	assert_int_equal(t.flag, 0);
-	assert_int_equal(t.utc, tg(2024, 1, 1, 11, 0, 0));
+	assert_int_equal(t.utc, civil_utc(2024, 1, 1, 11, 0, 0));
 	/* the flag wins over the rule: W in summer, S in winter (Fluvius period stamps) */
 	assert_int_equal(parse("240715120000W", &cet, &t), 1);
-	assert_int_equal(t.utc, tg(2024, 7, 15, 11, 0, 0));
+	assert_int_equal(t.utc, civil_utc(2024, 7, 15, 11, 0, 0));
 	assert_int_equal(parse("200301000000S", &cet, &t), 1);
-	assert_int_equal(t.utc, tg(2020, 2, 29, 22, 0, 0));
+	assert_int_equal(t.utc, civil_utc(2020, 2, 29, 22, 0, 0));
 	/* W inside the skipped spring hour still converts by the offset rule */
 	assert_int_equal(parse("240331023000W", &cet, &t), 1);
-	assert_int_equal(t.utc, tg(2024, 3, 31, 1, 30, 0));
+	assert_int_equal(t.utc, civil_utc(2024, 3, 31, 1, 30, 0));
 	/* Swedish meters always send W */
 	struct p1_tz se = {3600, 3600, false};
 	assert_int_equal(parse("240715120000W", &se, &t), 1);
-	assert_int_equal(t.utc, tg(2024, 7, 15, 11, 0, 0));
+	assert_int_equal(t.utc, civil_utc(2024, 7, 15, 11, 0, 0));
 }
 
 static void test_no_flag(void **state)
@@ -251,11 +242,11 @@ static void test_no_flag(void **state)
 	assert_int_equal(parse("240101120000", &cet, &t), 1);
 	assert_int_equal(t.flag, 0);
 	assert_int_equal(t.offset_s, 3600);
-	assert_int_equal(t.utc, tg(2024, 1, 1, 11, 0, 0));
+	assert_int_equal(t.utc, civil_utc(2024, 1, 1, 11, 0, 0));
 	assert_false(t.ambiguous);
 	assert_int_equal(parse("240715120000", &cet, &t), 1);
 	assert_int_equal(t.offset_s, 7200);
-	assert_int_equal(t.utc, tg(2024, 7, 15, 10, 0, 0));
+	assert_int_equal(t.utc, civil_utc(2024, 7, 15, 10, 0, 0));
 	assert_false(t.ambiguous);
 	/* the repeated autumn hour: ambiguous, summer time taken (p1/time.h) */
 	for (int mi = 0; mi < 60; mi += 15) {
@@ -264,27 +255,27 @@ static void test_no_flag(void **state)
 		assert_int_equal(parse(s, &cet, &t), 1);
 		assert_true(t.ambiguous);
 		assert_int_equal(t.offset_s, 7200);
-		assert_int_equal(t.utc, tg(2023, 10, 29, 0, mi, 0));
+		assert_int_equal(t.utc, civil_utc(2023, 10, 29, 0, mi, 0));
 	}
 	/* just before and after it */
 	assert_int_equal(parse("231029015959", &cet, &t), 1);
 	assert_false(t.ambiguous);
-	assert_int_equal(t.utc, tg(2023, 10, 28, 23, 59, 59));
+	assert_int_equal(t.utc, civil_utc(2023, 10, 28, 23, 59, 59));
 	assert_int_equal(parse("231029030000", &cet, &t), 1);
 	assert_false(t.ambiguous);
-	assert_int_equal(t.utc, tg(2023, 10, 29, 2, 0, 0));
+	assert_int_equal(t.utc, civil_utc(2023, 10, 29, 2, 0, 0));
 	/* the skipped spring hour: standard time */
 	assert_int_equal(parse("240331023000", &cet, &t), 1);
 	assert_false(t.ambiguous);
 	assert_int_equal(t.offset_s, 3600);
-	assert_int_equal(t.utc, tg(2024, 3, 31, 1, 30, 0));
+	assert_int_equal(t.utc, civil_utc(2024, 3, 31, 1, 30, 0));
 	assert_int_equal(parse("240331030000", &cet, &t), 1);
-	assert_int_equal(t.utc, tg(2024, 3, 31, 1, 0, 0));
+	assert_int_equal(t.utc, civil_utc(2024, 3, 31, 1, 0, 0));
 	/* a zone without summer time is never ambiguous */
 	struct p1_tz utc = {0, 0, false};
 	assert_int_equal(parse("231029023000", &utc, &t), 1);
 	assert_false(t.ambiguous);
-	assert_int_equal(t.utc, tg(2023, 10, 29, 2, 30, 0));
+	assert_int_equal(t.utc, civil_utc(2023, 10, 29, 2, 30, 0));
 	/* every autumn 2020-2030: exactly the hour 02:00-02:59 is ambiguous */
 	for (size_t i = 0; i < sizeof(switches) / sizeof(switches[0]); i++) {
 		for (int h = 0; h < 5; h++) {
@@ -311,9 +302,9 @@ static void test_impossible_and_malformed(void **state)
 		if (parse(impossible[i], &cet, &t) != 0)
 			fail_msg("%s accepted", impossible[i]);
 	assert_int_equal(parse("240229120000W", &cet, &t), 1); /* leap year */
-	assert_int_equal(t.utc, tg(2024, 2, 29, 11, 0, 0));
+	assert_int_equal(t.utc, civil_utc(2024, 2, 29, 11, 0, 0));
 	assert_int_equal(parse("990101000000W", &cet, &t), 1);
-	assert_int_equal(t.utc, tg(2098, 12, 31, 23, 0, 0));
+	assert_int_equal(t.utc, civil_utc(2098, 12, 31, 23, 0, 0));
 	static const char *const malformed[] = {
 	        "",
 	        "2401011200",
@@ -357,21 +348,21 @@ static void test_dlms_datetime(void **state)
 	struct p1_time t;
 	/* §4.3: 2024-06-28 10:43:43, deviation -120 min (local = UTC+2), DST */
 	assert_int_equal(parse("07E8061C050A2B2B00FF8880", &cet, &t), 1);
-	assert_int_equal(t.utc, tg(2024, 6, 28, 8, 43, 43));
+	assert_int_equal(t.utc, civil_utc(2024, 6, 28, 8, 43, 43));
 	assert_int_equal(t.offset_s, 7200);
 	assert_int_equal(t.flag, 'S');
 	assert_string_equal(fmt(&t), "2024-06-28T10:43:43+02:00");
 	/* lower-case hex */
 	assert_int_equal(parse("07e8061c050a2b2b00ff8880", &cet, &t), 1);
-	assert_int_equal(t.utc, tg(2024, 6, 28, 8, 43, 43));
+	assert_int_equal(t.utc, civil_utc(2024, 6, 28, 8, 43, 43));
 	/* winter, deviation -60, no DST bit */
 	assert_int_equal(parse("07E8010F010C000000FFC400", &cet, &t), 1);
-	assert_int_equal(t.utc, tg(2024, 1, 15, 11, 0, 0));
+	assert_int_equal(t.utc, civil_utc(2024, 1, 15, 11, 0, 0));
 	assert_int_equal(t.flag, 'W');
 	assert_int_equal(t.offset_s, 3600);
 	/* deviation not specified (0x8000): the zone's rule */
 	assert_int_equal(parse("07E8061C050A2B2B00800000", &cet, &t), 1);
-	assert_int_equal(t.utc, tg(2024, 6, 28, 8, 43, 43));
+	assert_int_equal(t.utc, civil_utc(2024, 6, 28, 8, 43, 43));
 	assert_int_equal(t.flag, 0);
 	/* impossible date: no time; not hex: not a timestamp */
 	assert_int_equal(parse("07E80D1C050A2B2B00FF8880", &cet, &t), 0);
