@@ -82,6 +82,13 @@ static const char *check_topic(const char *v)
 	return NULL;
 }
 
+static const char *check_queue(const char *v)
+{
+	if (strcmp(v, "0") && strtol(v, NULL, 10) < 10)
+		return "expected 0 (automatic) or from 10 to 100000";
+	return NULL;
+}
+
 static const char *check_token(const char *v)
 {
 	if (*v && (strlen(v) < TOKEN_MIN || has_space(v)))
@@ -340,9 +347,10 @@ static const struct config_item items[] = {
          .help = "Topic prefix Home Assistant watches for discovery."},
         {IN(MQTT) = "dsmr_reader", BOOL(C, mqtt.dsmr_reader), .def = "false", .flags = R,
          .help = "Also publish DSMR Reader's topics (dsmr/reading/...) for existing automations."},
-        {IN(MQTT) = "queue", INT(C, mqtt.queue, 10, 100000), .def = "3600", .flags = R,
+        {IN(MQTT) = "queue", INT(C, mqtt.queue, 0, 100000), .def = "0", .flags = R,
+         .check = check_queue,
          .help = "Readings kept in memory while the broker is away; with a store, older ones "
-                 "are sent from the history."},
+                 "are sent from the history. 0: 3600 without a store, 300 with one."},
         {IN(MQTT) = "interval", DUR(C, mqtt.interval_ms, 0, HOUR), .def = "0",
          .help = "Publish at most this often; 0: every telegram."},
 

@@ -133,7 +133,7 @@ struct config_mqtt {
 	char *discovery_prefix;
 	bool dsmr_reader;
 	int64_t interval_ms; /* 0: every telegram */
-	int queue;           /* readings kept in memory for the broker */
+	int queue;           /* readings kept in memory for the broker; 0: automatic */
 };
 
 struct config_http {

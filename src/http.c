@@ -46,6 +46,8 @@ struct sse_client {
 	char *buf;
 	size_t len, off, cap;
 	bool suspended, closing;
+	uint16_t last2;      /* the last two bytes handed to MHD: "\n\n" ends an event */
+	uint64_t taken_ms;   /* when MHD last took bytes (or the stream started) */
 	struct sse_client *prev, *next;
 };
 
@@ -73,7 +75,7 @@ struct http {
 	size_t n_meters;
 	struct sse_client *sse;
 	size_t n_sse;
-	uint64_t sse_dropped, requests;
+	uint64_t sse_dropped, sse_skipped, requests;
 	char *event; /* scratch for one SSE event */
 	size_t event_cap;
 	http_history_cb history;
@@ -123,9 +125,11 @@ int http_add_metrics_hook(struct http *h, http_metrics_cb cb, void *ud)
 
 void http_run_status_hooks(struct http *h, json_t *status)
 {
-	json_t *http = json_pack("{s:I, s:I, s:I}", "requests", (json_int_t)(h ? h->requests : 0),
-	                         "sse_clients", (json_int_t)(h ? h->n_sse : 0), "sse_dropped",
-	                         (json_int_t)(h ? h->sse_dropped : 0));
+	json_t *http = json_pack("{s:I, s:I, s:I, s:I}", "requests",
+	                         (json_int_t)(h ? h->requests : 0), "sse_clients",
+	                         (json_int_t)(h ? h->n_sse : 0), "sse_dropped",
+	                         (json_int_t)(h ? h->sse_dropped : 0), "sse_skipped",
+	                         (json_int_t)(h ? h->sse_skipped : 0));
 	json_object_set_new(status, "http", http);
 	for (size_t i = 0; h && i < h->n_status; i++) {
 		json_t *sec = json_object();
@@ -150,6 +154,11 @@ void http_run_metrics_hooks(struct http *h, FILE *out)
 	      "# TYPE p1d_http_sse_dropped_total counter\n",
 	      out);
 	fprintf(out, "p1d_http_sse_dropped_total %llu\n", (unsigned long long)h->sse_dropped);
+	fputs("# HELP p1d_http_sse_skipped_total Events not sent to event stream clients that had "
+	      "fallen behind\n"
+	      "# TYPE p1d_http_sse_skipped_total counter\n",
+	      out);
+	fprintf(out, "p1d_http_sse_skipped_total %llu\n", (unsigned long long)h->sse_skipped);
 	for (size_t i = 0; i < h->n_metrics; i++)
 		((http_metrics_cb)h->metrics[i].cb)(h->metrics[i].ud, out);
 }
@@ -252,16 +261,48 @@ static void sse_drop(struct sse_client *c)
 	sse_resume(c);
 }
 
+#define SSE_END ('\n' << 8 | '\n')
+
+/* The client fell HTTP_SSE_QUEUE_MAX behind: forget the events it has not started reading,
+ * so that it goes on with the newest (the ids show the gap). The event MHD is in the middle
+ * of is kept whole, so the stream stays well formed. Events never hold "\n\n" but at their
+ * end (the JSON has no raw newline). */
+static void sse_skip(struct sse_client *c)
+{
+	size_t keep = c->off;
+	if (c->last2 != SSE_END && c->off < c->len) {
+		if ((c->last2 & 0xff) == '\n' && c->buf[c->off] == '\n') {
+			keep = c->off + 1;
+		} else {
+			const char *e = memmem(c->buf + c->off, c->len - c->off, "\n\n", 2);
+			keep = e ? (size_t)(e - c->buf) + 2 : c->len;
+		}
+	}
+	/* count the events (not the keep-alive comments) that start in what goes */
+	for (size_t i = keep; i < c->len; i++)
+		if (c->buf[i] == 'i' &&
+		    (i == keep || (i >= keep + 2 && c->buf[i - 1] == '\n' && c->buf[i - 2] == '\n')))
+			c->h->sse_skipped++;
+	c->len = keep;
+}
+
+/* Queues an event. A client more than HTTP_SSE_QUEUE_MAX behind skips to the newest event;
+ * one that has taken nothing for HTTP_SSE_STALL_MS is not reading at all and is dropped. */
 static void sse_push(struct sse_client *c, const char *data, size_t len)
 {
 	if (c->closing)
 		return;
-	if (c->off && c->off == c->len)
+	if (c->off == c->len) { /* caught up: the stall clock starts now */
 		c->off = c->len = 0;
+		c->taken_ms = loop_now_ms();
+	}
 	if (c->len - c->off + len > HTTP_SSE_QUEUE_MAX) {
-		log_info("http: event stream client too slow, dropped");
-		sse_drop(c);
-		return;
+		if (loop_now_ms() - c->taken_ms >= HTTP_SSE_STALL_MS) {
+			log_info("http: event stream client stopped reading, dropped");
+			sse_drop(c);
+			return;
+		}
+		sse_skip(c);
 	}
 	if (c->len + len > c->cap) {
 		if (c->off) {
@@ -299,8 +340,13 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 	}
 	if (n > max)
 		n = max;
+	if (!n)
+		return 0;
 	memcpy(buf, c->buf + c->off, n);
 	c->off += n;
+	c->taken_ms = loop_now_ms();
+	c->last2 = n >= 2 ? (uint16_t)((uint8_t)buf[n - 2] << 8 | (uint8_t)buf[n - 1])
+	                  : (uint16_t)(c->last2 << 8 | (uint8_t)buf[0]);
 	return (ssize_t)n;
 }
 
@@ -318,29 +364,29 @@ static void sse_free(void *cls)
 	free(c);
 }
 
-/* "id: N\nevent: telegram\ndata: {...}\n\n" in h->event; returns its length, 0 on failure */
-static size_t sse_format(struct http *h, struct http_meter *hm, const struct p1_telegram *t)
+/* "id: N\nevent: telegram\ndata: {...}\n\n" in h->event for the meter's latest telegram (its
+ * JSON shared with the other sinks, meter.h); returns its length, 0 on failure */
+static size_t sse_format(struct http *h, struct http_meter *hm)
 {
-	for (int tries = 0; tries < 2; tries++) {
-		int head =
-		        snprintf(h->event, h->event_cap,
-		                 "id: %llu\nevent: telegram\ndata: ", (unsigned long long)hm->seq);
-		if (head > 0 && (size_t)head < h->event_cap) {
-			size_t n = p1_json_telegram(t, P1_JSON_ALL, h->event + head,
-			                            h->event_cap - (size_t)head);
-			if ((size_t)head + n + 3 <= h->event_cap) {
-				memcpy(h->event + head + n, "\n\n", 3);
-				return (size_t)head + n + 2;
-			}
-			size_t want = (size_t)head + n + 64;
-			char *e = want <= HTTP_BODY_MAX ? realloc(h->event, want) : NULL;
-			if (!e)
-				return 0;
-			h->event = e;
-			h->event_cap = want;
-		}
+	const char *json;
+	size_t n = meter_latest_json(hm->m, P1_JSON_ALL, &json);
+	char head[64];
+	int k = snprintf(head, sizeof(head), "id: %llu\nevent: telegram\ndata: ",
+	                 (unsigned long long)hm->seq);
+	if (!n || k <= 0 || (size_t)k >= sizeof(head))
+		return 0;
+	size_t want = (size_t)k + n + 3;
+	if (want > h->event_cap) {
+		char *e = want <= HTTP_BODY_MAX ? realloc(h->event, want) : NULL;
+		if (!e)
+			return 0;
+		h->event = e;
+		h->event_cap = want;
 	}
-	return 0;
+	memcpy(h->event, head, (size_t)k);
+	memcpy(h->event + k, json, n);
+	memcpy(h->event + (size_t)k + n, "\n\n", 3);
+	return want - 1;
 }
 
 static void on_telegram(void *ud, struct meter *m, const struct p1_telegram *t,
@@ -349,11 +395,12 @@ static void on_telegram(void *ud, struct meter *m, const struct p1_telegram *t,
 	struct http_meter *hm = ud;
 	struct http *h = hm->h;
 	(void)m;
+	(void)t;
 	(void)received_utc;
 	hm->seq++;
 	if (!h->sse)
 		return;
-	size_t n = sse_format(h, hm, t);
+	size_t n = sse_format(h, hm);
 	size_t index = (size_t)(hm - h->meters);
 	for (struct sse_client *c = h->sse, *next; c; c = next) {
 		next = c->next;
@@ -384,7 +431,8 @@ static enum MHD_Result sse_start(struct http *h, struct MHD_Connection *conn, si
 	struct sse_client *c = calloc(1, sizeof(*c));
 	if (!c)
 		return MHD_NO;
-	*c = (struct sse_client){.h = h, .conn = conn, .meter = meter};
+	*c = (struct sse_client){.h = h, .conn = conn, .meter = meter, .last2 = SSE_END,
+	                         .taken_ms = loop_now_ms()};
 	struct MHD_Response *resp =
 	        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read, c, sse_free);
 	if (!resp) {
@@ -402,8 +450,7 @@ static enum MHD_Result sse_start(struct http *h, struct MHD_Connection *conn, si
 	MHD_add_response_header(resp, "X-Accel-Buffering", "no");
 	/* the latest telegram at once, so a client need not wait for the next */
 	struct http_meter *hm = &h->meters[meter];
-	const struct p1_telegram *t = meter_latest(hm->m);
-	size_t n = t ? sse_format(h, hm, t) : 0;
+	size_t n = sse_format(h, hm);
 	if (n)
 		sse_push(c, h->event, n);
 	else

@@ -31,7 +31,8 @@ struct http_static;
 #define HTTP_METERS_MAX 16              /* meters one server serves */
 #define HTTP_PER_IP_MAX 8               /* connections per client address */
 #define HTTP_MEMORY_LIMIT (32u << 10)   /* per connection, for the request headers */
-#define HTTP_SSE_QUEUE_MAX (256u << 10) /* bytes queued per SSE client before it is dropped */
+#define HTTP_SSE_QUEUE_MAX (256u << 10) /* bytes queued per SSE client, then it skips ahead */
+#define HTTP_SSE_STALL_MS 5000u         /* an SSE client that took nothing this long is dropped */
 #define HTTP_SNDBUF (128 << 10)          /* kernel send buffer per connection */
 #define HTTP_SSE_CLIENTS_MAX 32         /* SSE clients at once (503 beyond) */
 #define HTTP_SSE_HEARTBEAT_MS 15000u    /* ": keep-alive" comment when no telegram came */

@@ -4,7 +4,8 @@
  *
  * Timers: one timerfd for all timers, programmed (absolute, CLOCK_MONOTONIC) to the deadline
  * of the head of a list sorted by deadline, and only just before epoll_wait, so arming many
- * timers in one iteration costs one timerfd_settime. Compared with one timerfd per timer this
+ * timers in one iteration costs one timerfd_settime; a head that is due already costs none
+ * (epoll_wait does not wait, and the timers run after the events). Compared with one timerfd per timer this
  * costs no fd per timer and gives a deterministic order: timers that are due together run in
  * deadline order, ties in arming order. p1d has a few dozen timers at most, so the sorted
  * linked list (O(n) insert) is cheaper than a heap in code and in practice.
@@ -626,12 +627,15 @@ int loop_run(struct loop *l)
 		run_hooks(l);
 		if (l->quit)
 			break;
-		r = program_timerfd(l);
+		/* A timer that is due already (armed for "now": work for the next iteration) needs
+		 * no timerfd_settime: poll the fds without waiting, then run it. */
+		bool due = l->active.head && l->active.head->deadline_ms <= loop_now_ms();
+		r = due ? 0 : program_timerfd(l);
 		if (r < 0) {
 			log_error("loop: cannot set timerfd: %s", strerror(-r));
 			break;
 		}
-		int n = epoll_wait(l->epfd, ev, LOOP_MAX_EVENTS, -1);
+		int n = epoll_wait(l->epfd, ev, LOOP_MAX_EVENTS, due ? 0 : -1);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -640,6 +644,8 @@ int loop_run(struct loop *l)
 			break;
 		}
 		dispatch_events(l, ev, n);
+		if (due && !l->quit)
+			dispatch_timers(l);
 	}
 	if (l->quit)
 		r = l->quit_code;

@@ -3,6 +3,7 @@
  * down in reverse. `p1d decode` and `p1d simulate` are dispatched to src/tools. Only main
  * decides what is fatal. */
 #include <errno.h>
+#include <malloc.h>
 #include <getopt.h>
 #include <openssl/crypto.h>
 #include <signal.h>
@@ -21,6 +22,7 @@
 #include "mdns.h"
 #include "meter.h"
 #include "mqtt.h"
+#include "mqtt_queue.h"
 #include "notify.h"
 #include "relay.h"
 #include "store.h"
@@ -29,6 +31,10 @@
 #include "version.h"
 
 #define STATUS_INTERVAL_MS 5000u
+/* End of input: how often p1d checks that MQTT delivered all, and how long it waits for
+ * progress. */
+#define DRAIN_CHECK_MS 100u
+#define DRAIN_STALL_MS 5000u
 #define OPTIONS_MAX 32
 
 struct option_value {
@@ -47,6 +53,8 @@ struct daemon {
 	struct meter *meters[CONFIG_METERS_MAX];
 	size_t n_meters;
 	struct loop_timer *watchdog, *status;
+	struct loop_timer *drain; /* end of input: waits for MQTT to deliver what it holds */
+	uint64_t drain_progress, drain_progress_ms;
 	struct http *http; /* NULL when [http] listen is empty */
 	struct store *store; /* NULL when [store] enabled = false */
 	struct mqtt *mqtt;   /* NULL when [mqtt] host is empty */
@@ -224,6 +232,10 @@ static void on_status(struct loop_timer *t, void *ud)
 	}
 	health_format_status(d->store, d->mqtt, line, sizeof(line));
 	notify_status("%s", line);
+	/* Give the kernel back the heap pages a burst freed (an outage's outbox, a replay):
+	 * glibc only trims the top of the heap by itself, so without this RSS stays at its
+	 * peak. Cheap at p1d's heap size, and only every STATUS_INTERVAL_MS. */
+	malloc_trim(0);
 }
 
 static void on_watchdog(struct loop_timer *t, void *ud)
@@ -276,7 +288,42 @@ static void on_meter_finished(void *ud, struct meter *m)
 	for (size_t i = 0; i < d->n_meters; i++)
 		if (!meter_finished(d->meters[i]))
 			return;
-	loop_quit(d->loop, 0); /* every meter was a file, all read */
+	/* every meter was a file, all read: stop once MQTT delivered what it holds */
+	struct mqtt_stats ms;
+	if (d->mqtt)
+		mqtt_get_stats(d->mqtt, &ms);
+	if (!d->mqtt || !ms.waiting) {
+		loop_quit(d->loop, 0);
+		return;
+	}
+	log_info("mqtt: delivering %llu readings before stopping",
+		 (unsigned long long)ms.waiting);
+	d->drain_progress = ms.delivered + ms.backfilled;
+	d->drain_progress_ms = loop_now_ms();
+	loop_timer_arm(d->drain, DRAIN_CHECK_MS, DRAIN_CHECK_MS);
+}
+
+/* After the end of input: stop when MQTT has delivered everything, or made no progress for
+ * DRAIN_STALL_MS (the broker away, or not taking more). */
+static void on_drain(struct loop_timer *t, void *ud)
+{
+	struct daemon *d = ud;
+	struct mqtt_stats ms;
+	(void)t;
+	mqtt_get_stats(d->mqtt, &ms);
+	uint64_t progress = ms.delivered + ms.backfilled, now = loop_now_ms();
+	if (progress != d->drain_progress) {
+		d->drain_progress = progress;
+		d->drain_progress_ms = now;
+	}
+	if (ms.waiting && now - d->drain_progress_ms < DRAIN_STALL_MS)
+		return;
+	if (ms.waiting)
+		log_warning("mqtt: stopping with %llu readings not delivered: the broker took none "
+			    "for %u s (%s)",
+			    (unsigned long long)ms.waiting, DRAIN_STALL_MS / 1000,
+			    ms.connected ? "connected" : "not connected");
+	loop_quit(d->loop, 0);
 }
 
 /* The history store, a sink of every meter. It opens (or keeps retrying) on its own. */
@@ -433,7 +480,7 @@ static int backfill_hook(void *ud, const char *meter, int64_t after_utc, size_t 
 {
 	struct daemon *d = ud;
 	struct backfill_run b = {d, emit, ctx, ""};
-	*ret_complete_utc = store_committed_upto(d->store, meter);
+	*ret_complete_utc = store_held_upto(d->store, meter);
 	int n = store_readings_since(d->store, meter, after_utc, max, backfill_one, &b);
 	return n < 0 ? n : 0; /* the count is what emit saw */
 }
@@ -443,7 +490,10 @@ static int start_mqtt(struct daemon *d)
 {
 	if (!d->cfg->mqtt.host || !*d->cfg->mqtt.host)
 		return 0;
-	int r = mqtt_new(d->loop, &d->cfg->mqtt, &d->mqtt);
+	struct config_mqtt mc = d->cfg->mqtt;
+	if (!mc.queue) /* with a store, older readings come from the history: keep few */
+		mc.queue = (int)(d->store ? MQTT_QUEUE_STORE_DEFAULT : MQTT_QUEUE_MAX_DEFAULT);
+	int r = mqtt_new(d->loop, &mc, &d->mqtt);
 	if (r == 0)
 		mqtt_set_dsmr_reader(d->mqtt, d->cfg->mqtt.dsmr_reader);
 	if (r == 0 && d->store)
@@ -494,7 +544,8 @@ static int start(struct daemon *d)
 		return r;
 	if ((r = start_mqtt(d)) < 0)
 		return r;
-	if ((r = loop_timer_new(d->loop, on_status, d, &d->status)) < 0)
+	if ((r = loop_timer_new(d->loop, on_drain, d, &d->drain)) < 0 ||
+	    (r = loop_timer_new(d->loop, on_status, d, &d->status)) < 0)
 		return r;
 	loop_timer_arm(d->status, STATUS_INTERVAL_MS, STATUS_INTERVAL_MS);
 	uint64_t wd_usec = notify_watchdog_usec();
@@ -518,6 +569,7 @@ static void stop(struct daemon *d)
 		meter_free(d->meters[i]);
 	loop_timer_free(d->watchdog);
 	loop_timer_free(d->status);
+	loop_timer_free(d->drain);
 	loop_free(d->loop);
 	config_free(d->cfg);
 }

@@ -14,7 +14,19 @@
 #include "log.h"
 #include "loop.h"
 #include "p1/decoder.h"
+#include "p1/json.h"
 #include "version.h"
+
+/* Room for the first rendering; a DSMR 5 telegram needs about 1.7 KB. */
+#define METER_JSON_START 4096u
+
+/* One rendering of the latest telegram as JSON. */
+struct json_cache {
+	unsigned flags;
+	uint64_t telegram; /* st.telegrams when rendered; 0: empty */
+	char *buf;
+	size_t cap, len;
+};
 
 struct sink {
 	meter_sink_cb cb;
@@ -29,6 +41,8 @@ struct meter {
 	struct p1_decoder *dec;
 	struct p1_telegram *latest;
 	bool have_latest;
+	const struct p1_telegram *dispatching; /* the telegram the sinks are being handed */
+	struct json_cache json[2];
 	bool finished;
 	struct loop_timer *gap; /* cuts a frame the meter stopped sending */
 	uint32_t gap_ms;        /* 0: never (files) */
@@ -122,12 +136,14 @@ static void on_result(void *ud, const struct p1_result *r)
 	if (m->st.telegrams == 1)
 		log_notice("meter %s: first telegram (%s, %s)", m->name,
 		           p1_dialect_name(t->dialect), t->has_crc ? "CRC ok" : "no CRC");
+	m->dispatching = t;
 	for (size_t i = 0; i < m->n_sinks; i++) {
 		if (m->sinks[i].cb)
 			m->sinks[i].cb(m->sinks[i].ud, m, t, m->st.last_telegram_utc);
 		else if (r->frame)
 			m->sinks[i].raw(m->sinks[i].ud, m, r->frame->data, r->frame->len);
 	}
+	m->dispatching = NULL;
 }
 
 static void on_gap(struct loop_timer *t, void *ud)
@@ -268,6 +284,8 @@ struct meter *meter_free(struct meter *m)
 	loop_timer_free(m->gap);
 	p1_decoder_free(m->dec);
 	p1_telegram_free(m->latest);
+	for (size_t i = 0; i < 2; i++)
+		free(m->json[i].buf);
 	free(m);
 	return NULL;
 }
@@ -314,6 +332,44 @@ int64_t meter_reading_utc(const struct meter *m)
 const struct p1_telegram *meter_latest(const struct meter *m)
 {
 	return m->have_latest ? m->latest : NULL;
+}
+
+size_t meter_latest_json(struct meter *m, unsigned flags, const char **ret)
+{
+	const struct p1_telegram *t = m->dispatching ? m->dispatching : meter_latest(m);
+	struct json_cache *c = &m->json[0];
+	*ret = NULL;
+	if (!t)
+		return 0;
+	for (size_t i = 0; i < 2; i++) {
+		if (m->json[i].telegram && m->json[i].flags == flags) {
+			c = &m->json[i];
+			if (c->telegram == m->st.telegrams) {
+				*ret = c->buf;
+				return c->len;
+			}
+			break;
+		}
+		if (!m->json[i].telegram)
+			c = &m->json[i];
+	}
+	c->telegram = 0;
+	c->flags = flags;
+	for (;;) {
+		size_t n = c->buf ? p1_json_telegram(t, flags, c->buf, c->cap) : SIZE_MAX;
+		if (n < c->cap) {
+			c->len = n;
+			c->telegram = m->st.telegrams;
+			*ret = c->buf;
+			return n;
+		}
+		size_t want = n == SIZE_MAX ? METER_JSON_START : n + 1;
+		char *b = realloc(c->buf, want);
+		if (!b)
+			return 0;
+		c->buf = b;
+		c->cap = want;
+	}
 }
 
 const struct source *meter_source(const struct meter *m)

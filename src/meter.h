@@ -61,6 +61,12 @@ int64_t meter_reading_utc(const struct meter *m);
 void meter_get_stats(const struct meter *m, struct meter_stats *ret);
 /* The latest valid telegram, NULL before the first. Valid until the next loop iteration. */
 const struct p1_telegram *meter_latest(const struct meter *m);
+/* The latest telegram as JSON (p1/json.h) with flags P1_JSON_ALL or
+ * P1_JSON_ALL & ~P1_JSON_FRAMING: rendered once per telegram on first use and shared, so sinks
+ * that publish the same JSON (MQTT state, the event stream) do not each format it. Sets *ret to
+ * the text (NUL-terminated) and returns its length; 0 before the first telegram or when out of
+ * memory. Valid until the next telegram. */
+size_t meter_latest_json(struct meter *m, unsigned flags, const char **ret);
 const struct source *meter_source(const struct meter *m);
 /* True once a file source has been read to its end. */
 bool meter_finished(const struct meter *m);

@@ -27,24 +27,46 @@
 #include "p1/json.h"
 #include "version.h"
 
-#define JSON_BUF_START 16384u
-
 enum state { S_IDLE, S_CONNECTING, S_CONNECTED };
+
+/* Readings of a gap read from the history ahead of publishing, MQTT_BACKFILL_BATCH at a time,
+ * so that the history is queried (and its chunks decoded) once per batch, not per message:
+ * all after gap_after, oldest first. Dropped when the connection is lost (gap_after goes
+ * back then). */
+struct bf_item {
+	int64_t utc;
+	size_t off, len; /* in text */
+};
+
+struct bf_batch {
+	char *text;
+	size_t text_len, text_cap;
+	struct bf_item *items;
+	size_t n, next, cap;
+	bool past_gap;    /* the history went on past the gap */
+	int64_t complete; /* the history holds every reading up to this time */
+};
 
 struct mqtt_meter {
 	struct mqtt *q;
 	unsigned idx;
 	char name[CONFIG_METER_NAME_MAX + 1];
 	char node[256];
-	struct p1_telegram *latest; /* copy of the newest telegram, NULL before the first */
+	struct meter *m;
 	uint64_t seen[2];      /* fields this meter has sent (bit per enum p1_field) */
 	uint64_t announced[2]; /* fields whose discovery config went out on this connection */
 	bool published_once;
 	uint64_t last_publish_ms;
+	/* per-field topics: when they last went out, and whether newer values wait for
+	 * fields_timer (MQTT_FIELDS_MIN_MS) */
+	uint64_t fields_ms;
+	bool fields_due;
+	struct loop_timer *fields_timer;
 	/* readings the outbox dropped, to be sent from the history: (gap_after, gap_to] */
 	int64_t gap_after, gap_to; /* gap_to 0: no gap */
 	uint64_t gap_dropped, gap_acked;
 	uint64_t gap_wait_until_ms; /* the history had nothing new: ask again from then */
+	struct bf_batch batch;
 };
 
 /* A reading from the history handed to libmosquitto, not yet acknowledged. */
@@ -69,6 +91,7 @@ struct mqtt {
 	int watch_fd;
 	struct loop_timer *retry; /* next attempt, or the connect timeout while connecting */
 	struct loop_timer *misc;
+	struct loop_timer *again; /* armed for "now": more backfill to send */
 	struct loop_hook *hook;
 	bool lost;              /* set by callbacks: tear down after the library call */
 	int connack_rc;         /* CONNACK refusal, 0: none */
@@ -91,8 +114,6 @@ struct mqtt {
 	int last_errno; /* errno of the last failed connection, for the backoff */
 	struct mqtt_meter *meters[CONFIG_METERS_MAX];
 	size_t n_meters;
-	char *buf;
-	size_t buf_cap;
 	struct mqtt_stats st;
 };
 
@@ -164,24 +185,31 @@ static void publish_discovery(struct mqtt_meter *mm, bool all)
 	struct mqtt *q = mm->q;
 	char topic[MQTT_TOPIC_MAX], cfg[4096];
 	struct mqtt_device d = {q->base, mm->name, mm->node, P1D_VERSION};
-	if (!q->discovery || !mm->latest)
+	const struct p1_telegram *latest = meter_latest(mm->m);
+	if (!q->discovery || !latest)
 		return;
 	for (unsigned f = 0; f < P1_FIELD_COUNT; f++) {
 		if (!bit_get(mm->seen, f) || (!all && bit_get(mm->announced, f)) ||
 		    !mqtt_discoverable((enum p1_field)f))
 			continue;
 		mqtt_discovery_topic(q->prefix, mm->node, (enum p1_field)f, topic, sizeof(topic));
-		size_t n = mqtt_discovery_config(&d, mm->latest, (enum p1_field)f, cfg, sizeof(cfg));
+		size_t n = mqtt_discovery_config(&d, latest, (enum p1_field)f, cfg, sizeof(cfg));
 		if (n >= sizeof(cfg) || publish(q, topic, cfg, n, true) < 0)
 			continue;
 		bit_set(mm->announced, f);
 	}
 }
 
-static void publish_fields(struct mqtt_meter *mm, const struct p1_telegram *t)
+static void publish_fields(struct mqtt_meter *mm)
 {
 	struct mqtt *q = mm->q;
+	const struct p1_telegram *t = meter_latest(mm->m);
 	char topic[MQTT_TOPIC_MAX], val[4096];
+	mm->fields_ms = loop_now_ms();
+	mm->fields_due = false;
+	loop_timer_disarm(mm->fields_timer);
+	if (!t || q->state != S_CONNECTED)
+		return;
 	for (unsigned f = 0; f < P1_FIELD_COUNT; f++) {
 		size_t n = mqtt_field_payload(t, (enum p1_field)f, val, sizeof(val));
 		if (!n || n >= sizeof(val))
@@ -208,42 +236,69 @@ static size_t inflight(const struct mqtt *q)
 	return qs.inflight + q->n_bf;
 }
 
-struct bf_ctx {
-	struct mqtt *q;
-	struct mqtt_meter *mm;
-	size_t emitted;
-	bool past_gap;
-};
-
-static int bf_emit(void *ctx, int64_t utc, const char *json, size_t len)
+/* Hands one reading from the history to libmosquitto. False when that failed. */
+static bool bf_publish(struct mqtt *q, struct mqtt_meter *mm, int64_t utc, const char *json,
+		       size_t len)
 {
-	struct bf_ctx *c = ctx;
-	struct mqtt *q = c->q;
-	struct mqtt_meter *mm = c->mm;
 	char topic[MQTT_TOPIC_MAX];
-	if (utc > mm->gap_to) {
-		c->past_gap = true;
-		return 1;
-	}
-	if (q->state != S_CONNECTED || q->lost || inflight(q) >= MQTT_INFLIGHT_MAX)
-		return 1;
 	snprintf(topic, sizeof(topic), "%s/%s/state", q->base, mm->name);
 	int mid = 0;
 	note_busy(q);
 	if (mosquitto_publish(q->mosq, &mid, topic, (int)len, json, q->qos, false) !=
 	    MOSQ_ERR_SUCCESS) {
 		q->lost = true;
-		return 1;
+		return false;
 	}
 	q->st.published++;
 	mm->gap_after = utc;
-	c->emitted++;
 	if (q->qos == 0) {
 		mm->gap_acked++;
 		q->st.backfilled++;
 	} else {
 		q->bf[q->n_bf++] = (struct bf_inflight){mid, mm->idx, utc};
 	}
+	return true;
+}
+
+static void batch_reset(struct bf_batch *b, bool release)
+{
+	if (release) {
+		free(b->text);
+		free(b->items);
+		*b = (struct bf_batch){0};
+	}
+	b->text_len = b->n = b->next = 0;
+	b->past_gap = false;
+}
+
+/* The history's emit callback: keeps the readings of the gap in the batch. */
+static int bf_collect(void *ctx, int64_t utc, const char *json, size_t len)
+{
+	struct mqtt_meter *mm = ctx;
+	struct bf_batch *b = &mm->batch;
+	if (utc > mm->gap_to) {
+		b->past_gap = true;
+		return 1;
+	}
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 64;
+		void *p = realloc(b->items, cap * sizeof(*b->items));
+		if (!p)
+			return -ENOMEM;
+		b->items = p;
+		b->cap = cap;
+	}
+	if (b->text_len + len > b->text_cap) {
+		size_t cap = (b->text_len + len) * 2;
+		char *p = realloc(b->text, cap);
+		if (!p)
+			return -ENOMEM;
+		b->text = p;
+		b->text_cap = cap;
+	}
+	memcpy(b->text + b->text_len, json, len);
+	b->items[b->n++] = (struct bf_item){utc, b->text_len, len};
+	b->text_len += len;
 	return 0;
 }
 
@@ -271,17 +326,31 @@ static void gap_done(struct mqtt *q, struct mqtt_meter *mm)
 	mm->gap_dropped = mm->gap_acked = 0;
 }
 
-/* Sends the meter's gap from the history while the in-flight window has room. */
+/* Sends the meter's gap from the history while the in-flight window has room, reading it
+ * MQTT_BACKFILL_BATCH readings at a time, and at most that many per call: with QoS 0 nothing
+ * is in flight, and the loop must get to its other work (the next call comes from the
+ * before-sleep hook, and q->again keeps the loop from sleeping meanwhile). */
 static void pump_backfill(struct mqtt *q, struct mqtt_meter *mm)
 {
 	uint64_t now = loop_now_ms();
+	struct bf_batch *b = &mm->batch;
+	size_t budget = MQTT_BACKFILL_BATCH;
 	while (mm->gap_to && q->state == S_CONNECTED && !q->lost &&
 	       inflight(q) < MQTT_INFLIGHT_MAX && now >= mm->gap_wait_until_ms) {
-		struct bf_ctx c = {q, mm, 0, false};
-		int64_t complete = 0;
-		int n = q->backfill(q->backfill_ud, mm->name, mm->gap_after,
-				    MQTT_INFLIGHT_MAX - inflight(q), bf_emit, &c, &complete);
+		if (b->next < b->n) {
+			if (!budget--) {
+				loop_timer_arm(q->again, 0, 0);
+				return;
+			}
+			const struct bf_item *it = &b->items[b->next++];
+			bf_publish(q, mm, it->utc, b->text + it->off, it->len);
+			continue;
+		}
+		batch_reset(b, false);
+		int n = q->backfill(q->backfill_ud, mm->name, mm->gap_after, MQTT_BACKFILL_BATCH,
+				    bf_collect, mm, &b->complete);
 		if (n < 0) {
+			batch_reset(b, false);
 			log_ratelimit(&q->rl_drop, now, LOG_WARNING,
 				      "mqtt: meter %s: cannot read the outage back from the history: "
 				      "%s",
@@ -289,13 +358,17 @@ static void pump_backfill(struct mqtt *q, struct mqtt_meter *mm)
 			mm->gap_wait_until_ms = now + MQTT_BACKFILL_WAIT_MS;
 			return;
 		}
-		if (c.emitted)
+		if (b->n)
 			continue;
-		if (c.past_gap || complete >= mm->gap_to) {
-			if (!bf_pending(q, mm->idx))
+		if (b->past_gap || b->complete >= mm->gap_to) {
+			if (!bf_pending(q, mm->idx)) {
 				gap_done(q, mm);
+				batch_reset(b, true);
+			} else { /* all sent: look again once the last acknowledgements are in */
+				mm->gap_wait_until_ms = now + MQTT_BACKFILL_ACK_WAIT_MS;
+			}
 		} else {
-			mm->gap_wait_until_ms = now + MQTT_BACKFILL_WAIT_MS; /* not committed yet */
+			mm->gap_wait_until_ms = now + MQTT_BACKFILL_WAIT_MS; /* not in the store yet */
 		}
 		return;
 	}
@@ -392,8 +465,7 @@ static void on_connect(struct mosquitto *mosq, void *ud, int rc)
 		struct mqtt_meter *mm = q->meters[i];
 		memset(mm->announced, 0, sizeof(mm->announced));
 		publish_discovery(mm, true);
-		if (mm->latest)
-			publish_fields(mm, mm->latest);
+		publish_fields(mm);
 	}
 	pump(q);
 }
@@ -574,6 +646,8 @@ static void connection_failed(struct mqtt *q, int rc, int err)
 		if (q->bf[i].utc - 1 < mm->gap_after)
 			mm->gap_after = q->bf[i].utc - 1;
 	}
+	for (size_t i = 0; i < q->n_meters; i++) /* read again from the new gap_after */
+		batch_reset(&q->meters[i]->batch, false);
 	q->n_bf = 0;
 	q->backlog = 0;
 	q->last_errno = rc == MOSQ_ERR_ERRNO ? err : 0;
@@ -620,6 +694,12 @@ static void on_io(struct loop_watch *w, int fd, uint32_t events, void *ud)
 	if (rc == MOSQ_ERR_SUCCESS && !q->lost && q->mosq && (events & EPOLLOUT))
 		rc = mosquitto_loop_write(q->mosq, 1);
 	after_call(q, rc, errno);
+}
+
+static void on_again(struct loop_timer *t, void *ud)
+{
+	(void)t;
+	(void)ud; /* the before-sleep hook pumps; this only kept the loop from sleeping */
 }
 
 static void on_misc(struct loop_timer *t, void *ud)
@@ -690,30 +770,29 @@ static void on_before_sleep(struct loop *l, void *ud)
 
 /* ---- the sink ---- */
 
-static int ensure_buf(struct mqtt *q, size_t need)
+/* Per-field topics are latest-value topics: they go out at most every MQTT_FIELDS_MIN_MS per
+ * meter. A meter sends a telegram a second at most, so live every telegram's values go out at
+ * once; a file replayed as fast as it reads gets the newest values every MQTT_FIELDS_MIN_MS
+ * (and the last ones when it ends) instead of some 40 messages per telegram. */
+static void fields_after_telegram(struct mqtt_meter *mm)
 {
-	if (need <= q->buf_cap)
-		return 0;
-	char *b = realloc(q->buf, need);
-	if (!b)
-		return -ENOMEM;
-	q->buf = b;
-	q->buf_cap = need;
-	return 0;
+	uint64_t now = loop_now_ms();
+	if (mm->fields_due)
+		return;
+	if (!mm->fields_ms || now - mm->fields_ms >= MQTT_FIELDS_MIN_MS) {
+		publish_fields(mm);
+		return;
+	}
+	mm->fields_due = true;
+	loop_timer_arm(mm->fields_timer, mm->fields_ms + MQTT_FIELDS_MIN_MS - now, 0);
 }
 
-static int keep_latest(struct mqtt_meter *mm, const struct p1_telegram *t)
+static void on_fields_timer(struct loop_timer *t, void *ud)
 {
-	if (mm->latest && p1_telegram_copy(mm->latest, t))
-		return 0;
-	struct p1_telegram *c = p1_telegram_new(t->cap);
-	if (!c || !p1_telegram_copy(c, t)) {
-		p1_telegram_free(c);
-		return -ENOMEM;
-	}
-	p1_telegram_free(mm->latest);
-	mm->latest = c;
-	return 0;
+	struct mqtt_meter *mm = ud;
+	(void)t;
+	if (mm->fields_due)
+		publish_fields(mm);
 }
 
 static void on_telegram(void *ud, struct meter *m, const struct p1_telegram *t, int64_t received_utc)
@@ -729,22 +808,17 @@ static void on_telegram(void *ud, struct meter *m, const struct p1_telegram *t, 
 			bit_set(mm->seen, f);
 			new_fields = true;
 		}
-	if (keep_latest(mm, t) < 0)
-		return;
 	if (!mqtt_throttle_due(!mm->published_once, mm->last_publish_ms, now, q->interval_ms))
 		return;
 	mm->published_once = true;
 	mm->last_publish_ms = now;
 
-	unsigned flags = P1_JSON_ALL & ~(unsigned)P1_JSON_FRAMING;
-	size_t n = p1_json_telegram(t, flags, q->buf, q->buf_cap);
-	if (n >= q->buf_cap) {
-		if (ensure_buf(q, n + 1) < 0)
-			return;
-		n = p1_json_telegram(t, flags, q->buf, q->buf_cap);
-	}
+	const char *json;
+	size_t n = meter_latest_json(m, P1_JSON_ALL & ~(unsigned)P1_JSON_FRAMING, &json);
+	if (!n)
+		return;
 	mqtt_queue_get_stats(q->outbox, &before);
-	mqtt_queue_push(q->outbox, mm->idx, meter_reading_utc(m), q->buf, n);
+	mqtt_queue_push(q->outbox, mm->idx, meter_reading_utc(m), json, n);
 	mqtt_queue_get_stats(q->outbox, &after);
 	q->st.queued++;
 	if (after.dropped != before.dropped && q->backfill)
@@ -761,7 +835,7 @@ static void on_telegram(void *ud, struct meter *m, const struct p1_telegram *t, 
 		return;
 	if (new_fields)
 		publish_discovery(mm, false);
-	publish_fields(mm, t);
+	fields_after_telegram(mm);
 	pump(q);
 }
 
@@ -773,11 +847,15 @@ int mqtt_attach(struct mqtt *q, struct meter *m)
 	if (!mm)
 		return -ENOMEM;
 	mm->q = q;
+	mm->m = m;
 	mm->idx = (unsigned)q->n_meters;
 	snprintf(mm->name, sizeof(mm->name), "%s", meter_name(m));
 	mqtt_node_id(q->base, mm->name, mm->node, sizeof(mm->node));
-	int r = meter_add_sink(m, on_telegram, mm);
+	int r = loop_timer_new(q->loop, on_fields_timer, mm, &mm->fields_timer);
+	if (r == 0)
+		r = meter_add_sink(m, on_telegram, mm);
 	if (r < 0) {
+		loop_timer_free(mm->fields_timer);
 		free(mm);
 		return r;
 	}
@@ -854,13 +932,14 @@ int mqtt_new(struct loop *loop, const struct config_mqtt *cfg, struct mqtt **ret
 	snprintf(q->status_topic, sizeof(q->status_topic), "%s/status", q->base);
 	snprintf(q->ha_status_topic, sizeof(q->ha_status_topic), "%s/status", q->prefix);
 	if (!q->host || !q->client_id || !q->username || !q->password || !q->base || !q->prefix ||
-	    !q->ca || !q->cert || !q->key || ensure_buf(q, JSON_BUF_START) < 0)
+	    !q->ca || !q->cert || !q->key)
 		goto fail;
 	size_t entries = cfg->queue > 0 ? (size_t)cfg->queue : MQTT_QUEUE_MAX_DEFAULT;
 	size_t bytes = MQTT_QUEUE_BYTES_DEFAULT / MQTT_QUEUE_MAX_DEFAULT * entries;
 	if ((r = mqtt_queue_new(entries, bytes, &q->outbox)) < 0 ||
 	    (r = loop_timer_new(loop, on_retry, q, &q->retry)) < 0 ||
 	    (r = loop_timer_new(loop, on_misc, q, &q->misc)) < 0 ||
+	    (r = loop_timer_new(loop, on_again, q, &q->again)) < 0 ||
 	    (r = loop_hook_add(loop, on_before_sleep, q, &q->hook)) < 0)
 		goto fail;
 	mqtt_queue_on_drop(q->outbox, on_outbox_drop, q);
@@ -885,6 +964,9 @@ static void goodbye(struct mqtt *q)
 {
 	struct mqtt_queue_stats qs;
 	uint64_t deadline = loop_now_ms() + MQTT_GOODBYE_MS;
+	for (size_t i = 0; i < q->n_meters; i++) /* the last values of a replayed file */
+		if (q->meters[i]->fields_due)
+			publish_fields(q->meters[i]);
 	publish(q, q->status_topic, "offline", 7, true);
 	for (;;) {
 		int fd = mosquitto_socket(q->mosq);
@@ -932,9 +1014,11 @@ struct mqtt *mqtt_free(struct mqtt *q)
 	loop_hook_remove(q->hook);
 	loop_timer_free(q->retry);
 	loop_timer_free(q->misc);
+	loop_timer_free(q->again);
 	mqtt_queue_free(q->outbox);
 	for (size_t i = 0; i < q->n_meters; i++) {
-		p1_telegram_free(q->meters[i]->latest);
+		loop_timer_free(q->meters[i]->fields_timer);
+		batch_reset(&q->meters[i]->batch, true);
 		free(q->meters[i]);
 	}
 	if (q->password)
@@ -948,7 +1032,6 @@ struct mqtt *mqtt_free(struct mqtt *q)
 	free(q->ca);
 	free(q->cert);
 	free(q->key);
-	free(q->buf);
 	free(q);
 	return NULL;
 }

@@ -41,8 +41,12 @@ struct mqtt;
 /* A broker that refuses the connection (restarting, port closed) costs nothing to ask again:
  * retry at least this often, so that p1d is back within about a second of the broker. */
 #define MQTT_BACKOFF_REFUSED_MS 1500u
+/* Readings read from the history at once when filling a gap. */
+#define MQTT_BACKFILL_BATCH 256u
 /* After the history had nothing new for a gap, ask again after this long. */
 #define MQTT_BACKFILL_WAIT_MS 1000u
+/* A gap sent whole: check again for its acknowledgements after this long. */
+#define MQTT_BACKFILL_ACK_WAIT_MS 50u
 /* A connection that has no CONNACK after this long is abandoned and retried. */
 #define MQTT_CONNECT_TIMEOUT_MS 10000u
 /* State messages in flight at once (handed to libmosquitto, not acknowledged). */
@@ -50,6 +54,9 @@ struct mqtt;
 /* Other messages (per-field, discovery) handed to libmosquitto and not yet sent or
  * acknowledged; beyond this, per-field values are skipped (counted) until it drains. */
 #define MQTT_BACKLOG_MAX 2000u
+/* Per-field (latest-value) topics go out at most this often per meter; a meter sends a
+ * telegram a second at most, so this only thins out a file replayed at full speed. */
+#define MQTT_FIELDS_MIN_MS 500u
 /* How often libmosquitto's housekeeping (keep-alive pings, retries) runs while connected. */
 #define MQTT_MISC_INTERVAL_MS 1000u
 /* At shutdown, how long p1d waits for the broker to take its last messages and close. */

@@ -16,6 +16,8 @@
 
 /* One hour of telegrams at one per second. */
 #define MQTT_QUEUE_MAX_DEFAULT 3600u
+/* With a store, which can send what the outbox dropped: five minutes, 0.5 MiB. */
+#define MQTT_QUEUE_STORE_DEFAULT 300u
 /* About 3600 DSMR 5 state messages; caps the memory an outage can cost. */
 #define MQTT_QUEUE_BYTES_DEFAULT (6u * 1024u * 1024u)
 

@@ -252,8 +252,12 @@ static int setup_db(struct store *s)
 	/* WAL: a commit appends to one file and readers never block the writer. NORMAL: WAL
 	 * frames are fsynced at checkpoints, not at every commit; a process crash loses nothing
 	 * committed, a power cut may lose the last commits but never corrupts (docs/store.md). */
-	if ((rc = exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-			  " PRAGMA secure_delete=OFF")))
+	char pragmas[160];
+	snprintf(pragmas, sizeof(pragmas),
+		 "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA secure_delete=OFF;"
+		 " PRAGMA cache_size=-%d",
+		 STORE_CACHE_KIB);
+	if ((rc = exec(s, pragmas)))
 		return rc;
 	if ((rc = migrate(s)))
 		return rc;
@@ -594,10 +598,6 @@ static int commit(struct store *s, bool all)
 		schedule_retry(s);
 		return r;
 	}
-	for (size_t i = 0; i < s->count; i++) {
-		const struct store_entry *e = &s->backlog[(s->head + i) % STORE_BACKLOG_MAX];
-		s->meters[e->meter].committed_utc = e->utc;
-	}
 	for (size_t i = 0; i < s->n_meters; i++) {
 		struct store_meter *m = &s->meters[i];
 		memmove(m->pend, m->pend + m->n_flush, (m->n_pend - m->n_flush) * sizeof(*m->pend));
@@ -717,10 +717,10 @@ const char *store_path(const struct store *s)
 	return s->path;
 }
 
-int64_t store_committed_upto(const struct store *s, const char *meter)
+int64_t store_held_upto(const struct store *s, const char *meter)
 {
 	for (size_t i = 0; i < s->n_meters; i++)
 		if (!strcmp(s->meters[i].name, meter))
-			return s->meters[i].committed_utc;
+			return s->meters[i].last_utc;
 	return 0;
 }

@@ -14,8 +14,8 @@
  * store_query_history() (HTTP, `p1d history`) returns the aggregates written so far plus, in
  * the process that ingests, the minutes still in memory (the hour in progress), so that today
  * is up to date; another process reading the same file sees the complete hours only.
- * store_readings_since() (MQTT backfill) returns raw readings, with store_committed_upto() as
- * the cursor that only advances after a commit. Both use the store's own connection: call
+ * store_readings_since() (MQTT backfill) returns raw readings, those written and those
+ * waiting for the next commit, with store_held_upto() as the time up to which it has them. Both use the store's own connection: call
  * them from the loop's thread. */
 #ifndef P1D_STORE_H
 #define P1D_STORE_H
@@ -42,6 +42,9 @@ struct store;
 #define STORE_RETRY_MAX_MS 300000u
 /* WAL pages after which a commit runs a checkpoint (SQLite's own default). */
 #define STORE_CHECKPOINT_PAGES 1000
+/* SQLite's page cache (it defaults to 2 MiB): commits touch the newest pages only, queries
+ * read little, and the OS caches the file anyway. */
+#define STORE_CACHE_KIB 512
 /* Rows one query may return at most. */
 #define STORE_QUERY_ROWS_MAX 1000000u
 
@@ -135,8 +138,10 @@ struct store_stats {
 void store_get_stats(const struct store *s, struct store_stats *ret);
 /* The database file. */
 const char *store_path(const struct store *s);
-/* Newest reading of the meter written to disk (UTC), 0: none. For MQTT backfill cursors. */
-int64_t store_committed_upto(const struct store *s, const char *meter);
+/* Newest reading of the meter the store took (UTC), 0: none: store_readings_since() has every
+ * reading up to it that it will ever have (a backlog dropped while the disk failed is gone).
+ * For MQTT backfill. */
+int64_t store_held_upto(const struct store *s, const char *meter);
 
 /* One bucket of history. Amounts are in thousandths of the register's unit (kWh -> Wh). */
 struct store_bucket {
@@ -172,7 +177,8 @@ struct store_reading {
 typedef int (*store_reading_cb)(void *ud, const struct store_reading *r);
 
 /**
- * store_readings_since - Committed raw readings newer than after_utc, oldest first
+ * store_readings_since - Raw readings newer than after_utc, oldest first: written ones, then
+ * those waiting in memory for the next commit
  * @max: at most this many (page with the last utc seen); raw readings exist for raw_days only
  * Returns: number of readings, the callback's non-zero value, or a negative errno.
  */

@@ -190,17 +190,53 @@ int store_chunk_scan(struct store *s, int64_t meter_id, int64_t after, size_t ma
 	return stop ? stop : total;
 }
 
+struct since {
+	store_reading_cb cb;
+	void *ud;
+	int64_t last; /* newest reading handed to cb */
+	bool stopped; /* cb returned non-zero */
+};
+
+static int since_cb(void *ud, const struct store_reading *r)
+{
+	struct since *c = ud;
+	c->last = r->utc;
+	int stop = c->cb(c->ud, r);
+	c->stopped = stop != 0;
+	return stop;
+}
+
 int store_readings_since(struct store *s, const char *meter, int64_t after_utc, size_t max,
 			 store_reading_cb cb, void *ud)
 {
 	struct store_meter tmp = {0};
-	int rc = 0;
-	if (!s->db)
-		return -EIO;
-	snprintf(tmp.name, sizeof(tmp.name), "%s", meter);
-	if (!store_meter_id(s, &tmp, false, &rc))
-		return rc ? store_errno(rc) : 0;
+	struct since c = {cb, ud, after_utc, false};
+	int rc = 0, n = 0;
 	if (max > STORE_QUERY_ROWS_MAX)
 		max = STORE_QUERY_ROWS_MAX;
-	return store_chunk_scan(s, tmp.db_id, after_utc, max, cb, ud);
+	snprintf(tmp.name, sizeof(tmp.name), "%s", meter);
+	if (s->db && store_meter_id(s, &tmp, false, &rc))
+		n = store_chunk_scan(s, tmp.db_id, after_utc, max, since_cb, &c);
+	else if (rc)
+		return store_errno(rc);
+	if (n < 0 || c.stopped || (size_t)n >= max)
+		return n;
+	/* then the readings waiting for the next commit */
+	size_t mi = 0;
+	while (mi < s->n_meters && strcmp(s->meters[mi].name, meter))
+		mi++;
+	for (size_t i = 0; i < s->count && (size_t)n < max; i++) {
+		const struct store_entry *e = &s->backlog[(s->head + i) % STORE_BACKLOG_MAX];
+		if (e->meter != mi || e->utc <= c.last)
+			continue;
+		struct store_reading rd = {.utc = e->utc, .segment = e->seg, .have = e->have,
+					   .have_power = e->have_power, .power_w = e->power_w};
+		memcpy(rd.reg, e->reg, sizeof(rd.reg));
+		n++;
+		c.last = e->utc;
+		int stop = cb(ud, &rd);
+		if (stop)
+			return stop;
+	}
+	return n;
 }

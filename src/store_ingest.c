@@ -170,7 +170,6 @@ void store_load_meter(struct store *s, struct store_meter *m)
 		log_error("store %s: meter %s: cannot read back the readings after %" PRId64
 			  " (%s); their usage is missing from the aggregates",
 			  s->path, m->name, after, strerror(-r));
-	m->committed_utc = m->last_utc;
 	if (m->started)
 		load_identity(s, m);
 }

@@ -45,7 +45,6 @@ struct store_meter {
 	bool loaded;           /* state read from the database (or there was none) */
 	bool started;          /* a previous reading exists */
 	int64_t last_utc;      /* newest reading accepted */
-	int64_t committed_utc; /* newest reading written */
 	uint32_t seg;
 	char identity[STORE_IDENTITY_MAX];
 	uint32_t have; /* bit r: reg[r] known in this segment */

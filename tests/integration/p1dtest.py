@@ -191,6 +191,17 @@ def proc_status(pid, key):
     return None
 
 
+def proc_rollup(pid):
+    """kB figures of /proc/PID/smaps_rollup (Rss, Pss, Private_Clean, Private_Dirty, ...):
+    Pss shares each shared library page among the processes that map it."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f
+                                                       if line.rstrip().endswith("kB"))}
+    except OSError:
+        return {}
+
+
 def proc_io(pid):
     """/proc/PID/io as a dict (readable for a zombie too)."""
     with open(f"/proc/{pid}/io") as f:
@@ -369,9 +380,10 @@ class Broker:
 class Subscriber:
     """mosquitto_sub on topics (QoS 1); messages as (time, topic, payload bytes). With
     client_id the session is persistent: a broker that keeps it queues messages while the
-    subscriber is away (and mosquitto_sub reconnects by itself)."""
+    subscriber is away (and mosquitto_sub reconnects by itself). keep=False counts the state
+    messages' timestamps only (a benchmark's hundreds of thousands of messages)."""
 
-    def __init__(self, procs, port, topics, client_id=None):
+    def __init__(self, procs, port, topics, client_id=None, keep=True):
         args = [MOSQUITTO_SUB, "-h", "127.0.0.1", "-p", str(port), "-q", "1", "-F", "%t\t%p"]
         if client_id:
             args += ["-i", client_id, "-c"]
@@ -381,6 +393,7 @@ class Subscriber:
         self.lock = threading.Lock()
         self.msgs = []
         self.stamps = {}  # state topic: UTC of each telegram -> times received
+        self.keep = keep
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -395,7 +408,8 @@ class Subscriber:
             topic, _, payload = raw.rstrip(b"\n").partition(b"\t")
             m = STAMP_RE.search(payload) if topic.endswith(b"/state") else None
             with self.lock:
-                self.msgs.append((now(), topic.decode(errors="replace"), payload))
+                if self.keep:
+                    self.msgs.append((now(), topic.decode(errors="replace"), payload))
                 if m:
                     u = iso_utc(m.group(1).decode())
                     self.stamps[u] = self.stamps.get(u, 0) + 1

@@ -25,6 +25,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from p1dtest import figure, free_port, listening, now, wait_until  # noqa: E402
@@ -219,14 +220,21 @@ def test_relay(d):
         check(dm.stop() == 0, "p1d with the relay did not exit 0")
 
 
+def small_window_sse(port):
+    """An event stream request on a socket with a 4 KiB receive buffer, so that what the
+    client does not read backs up in p1d at once."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    return sock
+
+
 def test_sse_slow_client(d):
     dm = Daemon(d, "")
     try:
         check(wait_until(lambda: telegrams(dm.port) > 0, 10), "no telegram")
-        slow = socket.socket()
-        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        slow.connect(("127.0.0.1", dm.port))
-        slow.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        slow = small_window_sse(dm.port)
         good = socket.create_connection(("127.0.0.1", dm.port))
         good.sendall(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
         t0 = telegrams(dm.port)
@@ -256,11 +264,52 @@ def test_sse_slow_client(d):
         check(dm.stop() == 0, "p1d with SSE clients did not exit 0")
 
 
+def test_sse_lagging_client(d):
+    """A client that reads, but slower than telegrams come, skips to the newest events instead
+    of being dropped: it stays connected, its ids only go up (with gaps), every event it gets
+    is whole, and the skipped events are counted."""
+    dm = Daemon(d, "")
+    try:
+        check(wait_until(lambda: telegrams(dm.port) > 0, 10), "no telegram")
+        lag = small_window_sse(dm.port)
+        lag.settimeout(5)
+        data = b""
+        t0 = telegrams(dm.port)
+        deadline = now() + 12
+        while now() < deadline:  # about 80 KB/s; p1d produces some 360 KB/s
+            chunk = lag.recv(4096)
+            check(chunk, "p1d closed the lagging client's connection")
+            data += chunk
+            time.sleep(0.05)
+        t1 = telegrams(dm.port)
+        _, body = get(dm.port, "/api/v1/status")
+        st = json.loads(body)["http"]
+        body = data.split(b"\r\n\r\n", 1)[1]
+        events = re.findall(rb"id: (\d+)\r?\nevent: telegram\r?\ndata: ([^\r\n]*)\r?\n\r?\n",
+                            body)
+        ids = [int(i) for i, _ in events]
+        for _, payload in events[:-1]:
+            json.loads(re.sub(rb"\r\n[0-9a-f]+\r\n", b"", payload))
+        check(len(ids) > 20 and ids == sorted(set(ids)),
+              f"ids not increasing: {ids[:20]}...")
+        gaps = sum(1 for a, b in zip(ids, ids[1:]) if b != a + 1)
+        check(gaps > 0 and st["sse_skipped"] > 0, f"nothing skipped: {st}")
+        check(st["sse_dropped"] == 0 and st["sse_clients"] == 1, f"client dropped: {st}")
+        # at most the queue and the socket buffers behind (some 300 events), not the whole run
+        check(t1 - ids[-1] < 600, f"the lagging client is {t1 - ids[-1]} events behind")
+        figure(f"SSE: lagging client kept, {len(ids)} events received over {t1 - t0} telegrams,"
+               f" {st['sse_skipped']} skipped in {gaps} gaps")
+        lag.close()
+    finally:
+        check(dm.stop() == 0, "p1d with a lagging SSE client did not exit 0")
+
+
 def main():
     if not P1D or not os.access(P1D, os.X_OK):
         print("P1D not set or not executable, skipping")
         return 77
-    for t in (test_tls, test_socket_activation, test_relay, test_sse_slow_client):
+    for t in (test_tls, test_socket_activation, test_relay, test_sse_slow_client,
+              test_sse_lagging_client):
         print("--", t.__name__, flush=True)
         with tempfile.TemporaryDirectory(prefix="p1d-http-") as d:
             t(d)

@@ -223,6 +223,20 @@ static void test_bool_int(void **state)
 	             "integer from 1 to 65535");
 	expect_error("[store]\nraw_days =\n",
 	             "p1d.conf:2: bad value \"\" for raw_days: expected an integer from 0 to 3650");
+
+	/* queue: 0 is automatic (the default), else at least 10 */
+	c = load_ok("[mqtt]\nhost = x\n");
+	assert_int_equal(c->mqtt.queue, 0);
+	config_free(c);
+	c = load_ok("[mqtt]\nqueue = 10\n");
+	assert_int_equal(c->mqtt.queue, 10);
+	config_free(c);
+	expect_error("[mqtt]\nqueue = 9\n",
+	             "p1d.conf:2: bad value \"9\" for queue: expected 0 (automatic) or from 10 to "
+	             "100000");
+	expect_error("[mqtt]\nqueue = 100001\n",
+	             "p1d.conf:2: bad value \"100001\" for queue: expected an integer from 0 to "
+	             "100000");
 }
 
 static void test_duration(void **state)

@@ -319,6 +319,54 @@ static void test_retention(void **state)
 	store_free(s);
 }
 
+/* Stops after *(int *)ud readings. */
+static int stop_after_cb(void *ud, const struct store_reading *r)
+{
+	(void)r;
+	return --*(int *)ud == 0 ? 7 : 0;
+}
+
+/* Readings since a time come from the database, then from the backlog waiting for the next
+ * commit, in order, without a reading twice; store_held_upto says up to where. */
+static void test_readings_since_backlog(void **state)
+{
+	(void)state;
+	int64_t t0 = p1_time_from_civil(2026, 2, 1, 0, 0, 0), t1 = 0, gas = 0;
+	struct store *s = open_store(7);
+	feed(s, t0, 1, 100, "E1", &t1, &gas);
+	assert_int_equal(store_commit(s), 0);
+	feed(s, t0 + 100, 1, 50, "E1", &t1, &gas); /* not committed */
+	struct store_stats st;
+	store_get_stats(s, &st);
+	assert_int_equal(st.backlog, 50);
+	assert_int_equal(store_held_upto(s, "main"), t0 + 149);
+	assert_int_equal(store_held_upto(s, "other"), 0);
+
+	int64_t last = t0 - 1;
+	assert_int_equal(store_readings_since(s, "main", last, 1000, count_cb, &last), 150);
+	assert_int_equal(last, t0 + 149);
+	/* paged across the boundary between written and waiting */
+	last = t0 - 1;
+	int pages = 0;
+	while (store_readings_since(s, "main", last, 7, count_cb, &last) > 0)
+		pages++;
+	assert_int_equal(pages, (150 + 6) / 7);
+	assert_int_equal(last, t0 + 149);
+	/* from inside the backlog */
+	last = t0 + 120;
+	assert_int_equal(store_readings_since(s, "main", last, 1000, count_cb, &last), 29);
+	/* a callback that stops in the database part stops there */
+	int left = 3;
+	assert_int_equal(store_readings_since(s, "main", t0 - 1, 1000, stop_after_cb, &left), 7);
+	assert_int_equal(left, 0);
+	/* and in the backlog part */
+	left = 103;
+	assert_int_equal(store_readings_since(s, "main", t0 - 1, 1000, stop_after_cb, &left), 7);
+	assert_int_equal(left, 0);
+	assert_int_equal(store_readings_since(s, "other", 0, 1000, count_cb, &last), 0);
+	store_free(s);
+}
+
 static int count_corrupt(void)
 {
 	DIR *d = opendir(dir);
@@ -431,6 +479,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_swap_and_reset, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_idempotent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_readings_since_backlog, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_missing_directory, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
