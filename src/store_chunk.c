@@ -39,7 +39,7 @@ static int put_varint(struct store *s, size_t *len, uint64_t v)
 
 static uint64_t zigzag(int64_t v)
 {
-	return ((uint64_t)v << 1) ^ (uint64_t)(v >> 63);
+	return ((uint64_t)v << 1) ^ (v < 0 ? UINT64_MAX : 0); /* no shift of a negative value */
 }
 
 static int64_t unzigzag(uint64_t v)
