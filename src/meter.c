@@ -337,39 +337,29 @@ const struct p1_telegram *meter_latest(const struct meter *m)
 size_t meter_latest_json(struct meter *m, unsigned flags, const char **ret)
 {
 	const struct p1_telegram *t = m->dispatching ? m->dispatching : meter_latest(m);
-	struct json_cache *c = &m->json[0];
+	/* one slot per flag set in use: with the framing keys (event stream), without (MQTT) */
+	struct json_cache *c = &m->json[!(flags & P1_JSON_FRAMING)];
 	*ret = NULL;
 	if (!t)
 		return 0;
-	for (size_t i = 0; i < 2; i++) {
-		if (m->json[i].telegram && m->json[i].flags == flags) {
-			c = &m->json[i];
-			if (c->telegram == m->st.telegrams) {
-				*ret = c->buf;
-				return c->len;
-			}
-			break;
-		}
-		if (!m->json[i].telegram)
-			c = &m->json[i];
-	}
-	c->telegram = 0;
-	c->flags = flags;
-	for (;;) {
+	if (c->telegram != m->st.telegrams || c->flags != flags) {
+		c->telegram = 0;
+		c->flags = flags;
 		size_t n = c->buf ? p1_json_telegram(t, flags, c->buf, c->cap) : SIZE_MAX;
-		if (n < c->cap) {
-			c->len = n;
-			c->telegram = m->st.telegrams;
-			*ret = c->buf;
-			return n;
+		while (n >= c->cap) {
+			size_t want = n == SIZE_MAX ? METER_JSON_START : n + 1;
+			char *b = realloc(c->buf, want);
+			if (!b)
+				return 0;
+			c->buf = b;
+			c->cap = want;
+			n = p1_json_telegram(t, flags, c->buf, c->cap);
 		}
-		size_t want = n == SIZE_MAX ? METER_JSON_START : n + 1;
-		char *b = realloc(c->buf, want);
-		if (!b)
-			return 0;
-		c->buf = b;
-		c->cap = want;
+		c->len = n;
+		c->telegram = m->st.telegrams;
 	}
+	*ret = c->buf;
+	return c->len;
 }
 
 const struct source *meter_source(const struct meter *m)
