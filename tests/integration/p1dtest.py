@@ -1,10 +1,11 @@
-"""p1dtest.py - helpers shared by the fault suite (test_faults.py) and the end-to-end benchmark
-(bench/e2e.py): the real p1d with a generated configuration, a real mosquitto on a free
-loopback port, mosquitto_sub subscribers, socat pty pairs, the simulator, a small HTTP client,
-what /proc says about a process, and what the history database holds.
+"""p1dtest.py - helpers shared by the integration tests (test_*.py here) and the end-to-end
+benchmark (bench/e2e.py): the real p1d with a generated configuration, a real mosquitto on a
+free loopback port, mosquitto_sub subscribers, socat pty pairs, the simulator, a small HTTP
+client, what /proc says about a process, what the history database holds, and the check() /
+FAILURES bookkeeping of the tests that are plain scripts rather than unittest.
 
 Not a test itself (ctest runs tests/integration/test_* only). Python standard library only.
-Every process started is tracked by a Procs object and killed by Procs.kill_all().
+Every process started through a Procs object is killed by Procs.kill_all().
 """
 import http.client
 import json
@@ -30,6 +31,8 @@ SOCAT = shutil.which("socat")
 
 TELEGRAM_RE = re.compile(rb"/[^/!]*![0-9A-F]{4}\r\n", re.S)
 STAMP_RE = re.compile(rb'"timestamp":"([^"]+)"')
+
+FAILURES = []  # what check() found wrong
 
 
 def now():
@@ -75,6 +78,28 @@ def clean_env(**extra):
     return env
 
 
+def check(cond, what):
+    """A check of a script-style test: a failure is printed and kept in FAILURES."""
+    if not cond:
+        FAILURES.append(what)
+        print("FAIL:", what, flush=True)
+    return cond
+
+
+def check_log(text, tail):
+    """The checks on a stopped p1d's log (text): no sanitizer report. When any check of the
+    run failed, the last tail characters of the log go to stderr."""
+    check("runtime error" not in text and "AddressSanitizer" not in text, "sanitizer report")
+    if FAILURES:
+        sys.stderr.write(text[-tail:])
+
+
+def failures_status():
+    """Prints the number of failed checks; the exit status for it (0: none)."""
+    print("%d failures" % len(FAILURES))
+    return 1 if FAILURES else 0
+
+
 def iso_utc(text):
     """ISO 8601 with an offset -> UTC seconds."""
     return int(datetime.fromisoformat(text).timestamp())
@@ -97,20 +122,26 @@ class Procs:
         return p
 
     def kill_all(self):
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                try:
-                    p.kill()
-                except ProcessLookupError:
-                    pass
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-            for stream in (p.stdout, p.stderr):
-                if stream:
-                    stream.close()
+        kill_all(reversed(self.procs))
         self.procs = []
+
+
+def kill_all(procs):
+    """SIGKILL to each process of procs (Popen objects) still running, in that order; waits
+    for each and closes its pipes."""
+    for p in procs:
+        if p.poll() is None:
+            try:
+                p.kill()
+            except ProcessLookupError:
+                pass
+        try:
+            p.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        for stream in (p.stdout, p.stderr):
+            if stream:
+                stream.close()
 
 
 def stop(p, sig=signal.SIGTERM, timeout=10):
@@ -171,10 +202,32 @@ class Lines:
         with self.cond:
             return [s for _, s in self.items[since:] if rx.search(s)]
 
+    def all(self):
+        """Every (time, text) so far."""
+        with self.cond:
+            return list(self.items)
+
     def text(self, since=0, last=60):
+        """The lines from index since, the last `last` of them (None: all), joined."""
         with self.cond:
             lines = [s for _, s in self.items[since:]]
-        return "\n".join(lines[-last:])
+        return "\n".join(lines if last is None else lines[-last:])
+
+
+class LogChecks:
+    """unittest.TestCase checks on a p1d whose stderr is p.log (a Lines)."""
+
+    def expect_log(self, p, pattern, timeout, since=0, what=None):
+        r = p.log.wait(pattern, timeout, since)
+        if r is None:
+            self.fail(f"{what or 'log line'} /{pattern}/ not seen within {timeout} s; p1d "
+                      f"{'running' if p.poll() is None else 'exited %s' % p.returncode}; "
+                      f"its log:\n{p.log.text()}")
+        return r
+
+    def expect_running(self, p, when=""):
+        if p.poll() is not None:
+            self.fail(f"p1d exited ({p.returncode}) {when}; its log:\n{p.log.text()}")
 
 
 # ---- /proc --------------------------------------------------------------------------------

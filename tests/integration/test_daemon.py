@@ -25,6 +25,10 @@ import threading
 import time
 import unittest
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from p1dtest import (TELEGRAM_RE, LogChecks, Lines, clean_env, cpu_seconds,  # noqa: E402
+                     figure, free_port, kill_all, now, rchar, stop, wait_until)
+
 P1D = os.environ.get("P1D", "")
 SOCAT = shutil.which("socat")
 
@@ -40,37 +44,7 @@ STATUS_WAIT_S = STATUS_S + 2.0
 # Every process started, so that main() can kill what a test could not (an interrupt).
 ALL_PROCS = []
 
-TELEGRAM_RE = re.compile(rb"/[^/!]*![0-9A-F]{4}\r\n", re.S)
 STATUS_RE = re.compile(r"main: (\d+) telegrams, last \d+ s ago, (\d+) CRC errors")
-
-
-def now():
-    return time.monotonic()
-
-
-def figure(text):
-    """A measured figure, for the CI log."""
-    print(f"  # {text}", file=sys.stderr, flush=True)
-
-
-def wait_until(pred, timeout, step=0.02):
-    """pred() until it is truthy or timeout seconds pass; returns the last value."""
-    deadline = now() + timeout
-    while True:
-        v = pred()
-        if v or now() >= deadline:
-            return v
-        time.sleep(step)
-
-
-def clean_env(**extra):
-    """The environment for p1d: nothing inherited that changes how it logs or notifies."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM",
-                        "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES")}
-    env["LC_ALL"] = "C"
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
 
 
 def simulate(args, out_path):
@@ -142,77 +116,6 @@ def stable_fds(pid):
     return last
 
 
-def rchar(pid):
-    with open(f"/proc/{pid}/io") as f:
-        for line in f:
-            if line.startswith("rchar:"):
-                return int(line.split()[1])
-    return 0
-
-
-def cpu_seconds(pid):
-    """utime + stime of a process, in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Lines:
-    """Collects lines from a stream in a thread, each with its monotonic arrival time."""
-
-    def __init__(self, stream, name):
-        self.name = name
-        self.items = []  # (time, text)
-        self.cond = threading.Condition()
-        self.thread = threading.Thread(target=self._run, args=(stream,), daemon=True)
-        self.thread.start()
-
-    def _run(self, stream):
-        for raw in iter(stream.readline, b""):
-            with self.cond:
-                self.items.append((now(), raw.decode(errors="replace").rstrip("\n")))
-                self.cond.notify_all()
-        stream.close()
-
-    def mark(self):
-        with self.cond:
-            return len(self.items)
-
-    def wait(self, pattern, timeout, since=0):
-        """The first (time, text, match) at index >= since matching pattern, or None."""
-        rx = re.compile(pattern)
-        deadline = now() + timeout
-        with self.cond:
-            i = since
-            while True:
-                while i < len(self.items):
-                    t, text = self.items[i]
-                    m = rx.search(text)
-                    if m:
-                        return t, text, m
-                    i += 1
-                left = deadline - now()
-                if left <= 0:
-                    return None
-                self.cond.wait(left)
-
-    def find_all(self, pattern, since=0):
-        rx = re.compile(pattern)
-        with self.cond:
-            return [(t, s) for t, s in self.items[since:] if rx.search(s)]
-
-    def text(self, since=0, last=40):
-        with self.cond:
-            lines = [s for _, s in self.items[since:]]
-        return "\n".join(lines[-last:])
-
-
 class NotifySocket:
     """An AF_UNIX datagram socket standing in for systemd's notify socket."""
 
@@ -275,7 +178,7 @@ class NotifySocket:
             return [kv["STATUS"] for _, kv, _ in self.msgs if "STATUS" in kv]
 
 
-class DaemonTest(unittest.TestCase):
+class DaemonTest(LogChecks, unittest.TestCase):
     """Base: a temporary directory, and every process started is killed at the end."""
 
     def setUp(self):
@@ -319,19 +222,12 @@ class DaemonTest(unittest.TestCase):
         p = subprocess.Popen([P1D] + args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, env=env, cwd=self.dir)
         self.track(p)
-        p.log = Lines(p.stderr, "p1d")
+        p.log = Lines(p.stderr)
         p.started = started
         return p
 
     def stop_process(self, p, sig=signal.SIGTERM, timeout=5):
-        if p.poll() is None:
-            p.send_signal(sig)
-        try:
-            return p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
-            return None
+        return stop(p, sig, timeout)
 
     def notify_socket(self):
         n = NotifySocket(self.path("notify"))
@@ -387,19 +283,7 @@ class DaemonTest(unittest.TestCase):
         time.sleep(0.05)
         return t
 
-    # ---- checks ----
-
-    def expect_log(self, p, pattern, timeout, since=0, what=None):
-        r = p.log.wait(pattern, timeout, since)
-        if r is None:
-            self.fail(f"{what or 'log line'} /{pattern}/ not seen within {timeout} s; "
-                      f"p1d {'running' if p.poll() is None else 'exited %s' % p.returncode}"
-                      f"; its log:\n{p.log.text()}")
-        return r
-
-    def expect_running(self, p, when=""):
-        if p.poll() is not None:
-            self.fail(f"p1d exited ({p.returncode}) {when}; its log:\n{p.log.text()}")
+    # ---- checks (expect_log, expect_running: p1dtest.LogChecks) ----
 
     def expect_status(self, p, notify, telegrams, crc=None, timeout=STATUS_WAIT_S):
         """Waits for a STATUS= line reporting exactly `telegrams` telegrams."""
@@ -414,19 +298,6 @@ class DaemonTest(unittest.TestCase):
                       f"{'' if crc is None else f' and {crc} CRC errors'} within {timeout} s; "
                       f"last STATUS: {st[-1] if st else None!r}; p1d log:\n{p.log.text()}")
         return r
-
-
-def kill_all(procs):
-    for p in procs:
-        if p.poll() is None:
-            try:
-                p.kill()
-            except ProcessLookupError:
-                pass
-        try:
-            p.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def write_config(path, text):
@@ -678,7 +549,7 @@ class Test4Tcp(DaemonTest):
         retries = p.log.find_all(r"next attempt in", mark)
         r = self.expect_log(p, r"meter main: 127\.0\.0\.1:%d back after" % port, 10, mark,
                             what="the reconnect")
-        delay = parse_delay(retries[-1][1]) if retries else 0.25
+        delay = parse_delay(retries[-1]) if retries else 0.25
         figure(f"TCP: reconnected {r[0] - t_back:.3f} s after the bridge came back "
                f"(backoff then {delay:.3f} s)")
         self.assertLessEqual(r[0] - t_back, 1.0 + delay,
@@ -773,7 +644,7 @@ class Test5File(DaemonTest):
                                    ("truncated frames", r"truncated", cut)):
             lines = p.log.find_all(r"warning: meter main: .*" + pattern)
             logged = sum(1 + int(m.group(1)) if m else 1 for m in
-                         (re.search(r"\((\d+) more in the last", t) for _, t in lines))
+                         (re.search(r"\((\d+) more in the last", t) for t in lines))
             self.assertEqual(logged, n, f"the log summarises {logged} {reason}, there were "
                                         f"{n}:\n{p.log.text()}")
 

@@ -34,7 +34,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +50,9 @@ except ImportError:
     except ImportError:
         websocket = None
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from p1dtest import check, check_log, failures_status, free_port, wait_until  # noqa: E402
+
 P1D = os.environ.get("P1D", "")
 SOURCE = os.environ.get("P1_SOURCE_DIR") or os.path.dirname(os.path.dirname(
     os.path.dirname(os.path.abspath(__file__))))
@@ -58,30 +60,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TOKEN = "dashboard-test-token-0123456789"
 INTERVAL_S = 1.0  # the simulator's telegram interval
 BROWSER_TZ = "America/Los_Angeles"  # not the meter's zone (Europe/Amsterdam)
-FAILURES = []
 ARTIFACTS = ""
-
-
-def check(cond, what):
-    if not cond:
-        FAILURES.append(what)
-        print("FAIL:", what, flush=True)
-    return cond
-
-
-def wait_for(pred, timeout, step=0.05):
-    end = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > end:
-            return v
-        time.sleep(step)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def get(port, path, token=None):
@@ -109,7 +88,7 @@ class Browser:
              "--disable-dev-shm-usage", "--user-data-dir=" + self.profile, "about:blank"],
             stdout=subprocess.DEVNULL, stderr=self.log, start_new_session=True)
         port_file = os.path.join(self.profile, "DevToolsActivePort")
-        if not wait_for(lambda: os.path.exists(port_file) and open(port_file).read().count("\n"),
+        if not wait_until(lambda: os.path.exists(port_file) and open(port_file).read().count("\n"),
                         30, 0.1):
             raise RuntimeError("chromium did not start its DevTools endpoint")
         port = int(open(port_file).read().split()[0])
@@ -202,7 +181,7 @@ class Browser:
         os.makedirs(folder)
         self.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=folder)
         self.press(selector)
-        files = wait_for(lambda: [f for f in os.listdir(folder)
+        files = wait_until(lambda: [f for f in os.listdir(folder)
                                   if not f.endswith(".crdownload")], 10, 0.1)
         if not files:
             return None
@@ -367,7 +346,7 @@ def test_live(b, port):
           "the page shows a power value")
     for i in range(3):
         old = json.loads(get(port, "/api/v1/now")[1])["timestamp"]
-        now = wait_for(lambda: (lambda j: j if j["timestamp"] != old else None)(
+        now = wait_until(lambda: (lambda j: j if j["timestamp"] != old else None)(
             json.loads(get(port, "/api/v1/now")[1])), 3 * INTERVAL_S, 0.02)
         if not check(now, "a new telegram within %.1f s" % (3 * INTERVAL_S)):
             return
@@ -487,7 +466,7 @@ def test_token(b, tmp, sim_file):
                           "read_token = %s\nwww_dir = %s/web\n" % (sim_file, db, port, TOKEN,
                                                                   SOURCE))
     try:
-        if not check(wait_for(lambda: telegrams(port, TOKEN), 10, 0.1), "token p1d runs"):
+        if not check(wait_until(lambda: telegrams(port, TOKEN), 10, 0.1), "token p1d runs"):
             return
         for path in ("/", "/app.js", "/style.css", "/favicon.svg", "/js/chart.js"):
             st, _ = get(port, path)
@@ -549,14 +528,14 @@ def main():
         pty = os.path.join(tmp, "meter")
         sim = subprocess.Popen([P1D, "simulate", "--pty", pty, "--interval", str(INTERVAL_S)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: os.path.exists(pty), 5)
+        wait_until(lambda: os.path.exists(pty), 5)
         port = free_port()
         proc, log = start_p1d(tmp, "p1d", "[meter main]\nserial = %s\npreset = 115200-8N1\n\n"
                               "[store]\ndatabase = %s\n\n[http]\nlisten = 127.0.0.1:%d\n"
                               "www_dir = %s/web\n" % (pty, db, port, SOURCE))
         b = None
         try:
-            if not check(wait_for(lambda: telegrams(port), 10, 0.1), "p1d reads the simulator"):
+            if not check(wait_until(lambda: telegrams(port), 10, 0.1), "p1d reads the simulator"):
                 return 1
             b = Browser(tmp)
             b.size(1280, 800)
@@ -612,13 +591,8 @@ def main():
             rc = proc.wait(20)
             check(rc == 0, "p1d exit code %s" % rc)
             log.seek(0)
-            text = log.read()
-            check("AddressSanitizer" not in text and "runtime error" not in text,
-                  "sanitizer report")
-            if FAILURES:
-                sys.stderr.write(text[-3000:])
-    print("%d failures" % len(FAILURES))
-    return 1 if FAILURES else 0
+            check_log(log.read(), 3000)
+    return failures_status()
 
 
 if __name__ == "__main__":

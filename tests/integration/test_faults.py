@@ -72,7 +72,7 @@ def retime(tel, stamp):
     return body + b"%04X\r\n" % crc16(body)
 
 
-class FaultTest(unittest.TestCase):
+class FaultTest(t.LogChecks, unittest.TestCase):
     """Base: a temporary directory, every process killed at the end, and the common checks."""
 
     def setUp(self):
@@ -145,18 +145,6 @@ class FaultTest(unittest.TestCase):
         f.start()
         self.addCleanup(f.stop)
         return f
-
-    def expect_log(self, p, pattern, timeout, since=0, what=None):
-        r = p.log.wait(pattern, timeout, since)
-        if r is None:
-            self.fail(f"{what or 'log line'} /{pattern}/ not seen within {timeout} s; p1d "
-                      f"{'running' if p.poll() is None else 'exited %s' % p.returncode}; "
-                      f"its log:\n{p.log.text()}")
-        return r
-
-    def expect_running(self, p, when):
-        if p.poll() is not None:
-            self.fail(f"p1d exited ({p.returncode}) {when}; its log:\n{p.log.text()}")
 
     def wait_counted(self, port, n, timeout=5, what=""):
         """Waits until /api/v1/meters counts n telegrams."""

@@ -17,23 +17,12 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from p1dtest import check, check_log, failures_status, free_port  # noqa: E402
+
 P1D = os.environ.get("P1D")
 TOKEN = "test-read-token-0123456789"
 AUTH = {"Authorization": "Bearer " + TOKEN}
-FAILURES = []
-
-
-def check(cond, what):
-    if not cond:
-        FAILURES.append(what)
-        print("FAIL:", what, flush=True)
-    return cond
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Client:
@@ -349,13 +338,8 @@ def main():
             rc = proc.wait(10)
             check(rc == 0, f"p1d exit code {rc}")
             log.seek(0)
-            text = log.read()
-            check("runtime error" not in text and "AddressSanitizer" not in text,
-                  "sanitizer report")
-            if FAILURES:
-                sys.stderr.write(text[-4000:])
-    print("%d failures" % len(FAILURES))
-    return 1 if FAILURES else 0
+            check_log(log.read(), 4000)
+    return failures_status()
 
 
 if __name__ == "__main__":

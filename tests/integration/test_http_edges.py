@@ -28,20 +28,13 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from p1dtest import figure, free_port, listening, now, wait_until  # noqa: E402
+from p1dtest import (check, failures_status, figure, free_port, listening, now,  # noqa: E402
+                     wait_until)
 
 P1D = os.environ.get("P1D", "")
 OPENSSL = shutil.which("openssl")
 ACTIVATE = shutil.which("systemd-socket-activate")
-FAILURES = []
 SKIPPED = []
-
-
-def check(cond, what):
-    if not cond:
-        FAILURES.append(what)
-        print("FAIL:", what, flush=True)
-    return cond
 
 
 class Daemon:
@@ -315,8 +308,7 @@ def main():
             t(d)
     for s in SKIPPED:
         print("skipped:", s)
-    print("%d failures" % len(FAILURES))
-    return 1 if FAILURES else 0
+    return failures_status()
 
 
 if __name__ == "__main__":

@@ -32,18 +32,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import p1dtest as t  # noqa: E402
+from p1dtest import FAILURES, check  # noqa: E402
 
 IN_NS = "P1D_MDNS_TEST_NAMESPACE"
 VETH, PEER, ADDR = "p1dmdns0", "p1dmdns1", "198.51.100.1"
 SERVICE = "_hwenergy._tcp"
-FAILURES = []
-
-
-def check(cond, what):
-    if not cond:
-        FAILURES.append(what)
-        print("FAIL:", what, flush=True)
-    return cond
 
 
 def phase(what):

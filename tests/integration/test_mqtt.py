@@ -27,11 +27,11 @@ import threading
 import time
 import unittest
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from p1dtest import (MOSQUITTO, MOSQUITTO_PUB as PUB, MOSQUITTO_SUB as SUB,  # noqa: E402
+                     Lines, figure, free_port, listening, now, stop, wait_until)
+
 P1D = os.environ.get("P1D", "")
-MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto"
-                                          if os.access("/usr/sbin/mosquitto", os.X_OK) else None)
-SUB = shutil.which("mosquitto_sub")
-PUB = shutil.which("mosquitto_pub")
 PASSWD = shutil.which("mosquitto_passwd")
 OPENSSL = shutil.which("openssl")
 
@@ -42,61 +42,9 @@ FRAMING = ("valid", "dialect", "header", "crc", "encrypted")
 ALL_PROCS = []
 
 
-def now():
-    return time.monotonic()
-
-
-def figure(text):
-    print(f"  # {text}", file=sys.stderr, flush=True)
-
-
-def wait_until(pred, timeout, step=0.05):
-    deadline = now() + timeout
-    while True:
-        v = pred()
-        if v or now() >= deadline:
-            return v
-        time.sleep(step)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def listening(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
-
-
 def exact(text):
     """JSON with numbers kept as the text the meter wrote (0.000 stays 0.000)."""
     return json.loads(text, parse_float=str, parse_int=str)
-
-
-class Lines:
-    """Reads a stream in a thread; keeps (time, line)."""
-
-    def __init__(self, stream):
-        self.lines = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._run, args=(stream,), daemon=True).start()
-
-    def _run(self, stream):
-        for raw in iter(stream.readline, b""):
-            with self.lock:
-                self.lines.append((now(), raw.decode(errors="replace").rstrip("\n")))
-
-    def all(self):
-        with self.lock:
-            return list(self.lines)
-
-    def text(self):
-        return "\n".join(l for _, l in self.all())
 
 
 class Subscriber:
@@ -126,9 +74,9 @@ class Subscriber:
         return d
 
     def stop(self):
-        if self.p.poll() is None:
-            self.p.terminate()
-            self.p.wait(5)
+        # SIGKILL if it does not go within 5 s (seen on a loaded machine while the broker was
+        # down): what it printed before is read already
+        stop(self.p, timeout=5)
 
 
 class FakeBroker:
@@ -293,14 +241,14 @@ class MqttTest(unittest.TestCase):
         return p
 
     def telegrams_read(self, p):
-        return len(re.findall(r"meter main: telegram \d+:", p.log.text()))
+        return len(re.findall(r"meter main: telegram \d+:", p.log.text(last=None)))
 
     @staticmethod
     def mqtt_log(p):
-        return "\n".join(l for l in p.log.text().splitlines() if "mqtt:" in l)
+        return "\n".join(l for l in p.log.text(last=None).splitlines() if "mqtt:" in l)
 
     def expect_log(self, p, pattern, timeout):
-        ok = wait_until(lambda: re.search(pattern, p.log.text()), timeout)
+        ok = wait_until(lambda: re.search(pattern, p.log.text(last=None)), timeout)
         self.assertTrue(ok, f"no log line /{pattern}/ in:\n{self.mqtt_log(p)}")
 
     def subscriber(self, topics, extra=()):
@@ -339,7 +287,7 @@ class MqttTest(unittest.TestCase):
         p = self.track(subprocess.Popen([P1D, "-c", conf, "-v"], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE))
         p.log = Lines(p.stderr)
-        self.assertEqual(p.wait(20), 0, p.log.text())
+        self.assertEqual(p.wait(20), 0, p.log.text(last=None))
 
         got = self.retained(["p1d/#", "homeassistant/#"])
         self.assertEqual(got.get("p1d/status"), "offline")
@@ -413,7 +361,7 @@ class MqttTest(unittest.TestCase):
         p = self.track(subprocess.Popen([P1D, "-c", conf], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE))
         p.log = Lines(p.stderr)
-        self.assertEqual(p.wait(60), 0, p.log.text())
+        self.assertEqual(p.wait(60), 0, p.log.text(last=None))
         took = now() - t0
         self.assertTrue(wait_until(lambda: len(self._stamps(sub)) >= n, 10),
                         f"{len(self._stamps(sub))} of {n} state messages")
@@ -435,7 +383,7 @@ class MqttTest(unittest.TestCase):
         p = self.track(subprocess.Popen([P1D, "-c", conf], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE))
         p.log = Lines(p.stderr)
-        self.assertEqual(p.wait(20), 0, p.log.text())
+        self.assertEqual(p.wait(20), 0, p.log.text(last=None))
         self.assertTrue(wait_until(lambda: len([m for m in sub.messages("p1d/main/timestamp")
                                                 if m[3].startswith("2026-01-05")]) >= 4, 5))
         got = [m[3] for m in sub.messages("p1d/main/timestamp") if m[3].startswith("2026-01-05")]
@@ -446,7 +394,7 @@ class MqttTest(unittest.TestCase):
         self.start_broker()
         p = self.start_p1d(self.write_config(), interval=0.5)
         sub = self.subscriber(["homeassistant/sensor/+/power_delivered/config"])
-        self.assertTrue(wait_until(lambda: sub.messages(), 10), p.log.text())
+        self.assertTrue(wait_until(lambda: sub.messages(), 10), p.log.text(last=None))
         n = len(sub.messages())
         t0 = now()
         subprocess.run([PUB, "-h", "127.0.0.1", "-p", str(self.port), "-t",
@@ -461,7 +409,8 @@ class MqttTest(unittest.TestCase):
         p = self.start_p1d(self.write_config())
         sub = self.subscriber(["p1d/status"])
         self.assertTrue(wait_until(lambda: ("p1d/status", "online") in
-                                   [(m[2], m[3]) for m in sub.messages()], 10), p.log.text())
+                                   [(m[2], m[3]) for m in sub.messages()], 10),
+                        p.log.text(last=None))
         n = len(sub.messages())
         t0 = now()
         p.kill()
@@ -475,23 +424,10 @@ class MqttTest(unittest.TestCase):
     def test_outage_delivers_every_telegram(self):
         """M2 (accelerated): broker stopped for a minute at 4 telegrams/s; afterwards every
         telegram of the outage arrives on the state topic, with its own timestamp, in order."""
-        self.start_broker(self._keep_sessions())
-        p = self.start_p1d(self.write_config(), interval=0.25)
-        sub1 = self.subscriber(["p1d/main/state"], SESSION)
-        self.assertTrue(wait_until(lambda: len(sub1.messages()) >= 4, 15), p.log.text())
-        self.stop_broker()
-        t_stop = now()
-        read_before = self.telegrams_read(p)
-        time.sleep(60)
-        read_during = self.telegrams_read(p) - read_before
-        self.assertGreater(read_during, 200, "reading slowed while the broker was away")
-        sub1.stop()
-        self.start_broker(self._keep_sessions())
-        t_start = now()
-        sub2 = self.subscriber(["p1d/main/state", "p1d/marker"], SESSION)
-        self.assertTrue(wait_until(lambda: self._marker(sub2), 5), "subscriber not ready")
-        reconnected = wait_until(lambda: len(re.findall(r"mqtt: connected to", p.log.text())) >= 2,
-                                 35)
+        p, sub1, sub2, read_before, read_during, t_stop, t_start = self._outage(
+            self.write_config(), 0.25, 60, 200)
+        reconnected = wait_until(lambda: len(re.findall(r"mqtt: connected to",
+                                                        p.log.text(last=None))) >= 2, 35)
         self.assertTrue(reconnected, self.mqtt_log(p))
         self.assertRegex(self.mqtt_log(p).splitlines()[-1],
                          r"connected to .*delivering \d+ readings kept while disconnected")
@@ -505,16 +441,12 @@ class MqttTest(unittest.TestCase):
             return stamps and len(stamps) > read_during
         self.assertTrue(wait_until(caught_up, 30), "backlog not delivered")
         p.sim.kill()
-        stamps = self._stamps(sub1) + self._stamps(sub2)
-        unique = sorted(set(stamps))
-        gaps = [(a, b) for a, b in zip(unique, unique[1:]) if b - a != 1]
-        self.assertEqual(gaps, [], "telegrams missing on the state topic")
-        s2 = self._stamps(sub2)
-        self.assertEqual(s2, sorted(s2), "backlog out of order")
+        stamps, unique = self._assert_every_stamp(sub1, sub2, "backlog out of order")
         self.assertGreaterEqual(len(unique), read_before + read_during)
         dups = len(stamps) - len(unique)
         self.assertLessEqual(dups, 20)
-        self.assertEqual(len(re.findall(r"lost the connection", p.log.text())), 1, p.log.text())
+        self.assertEqual(len(re.findall(r"lost the connection", p.log.text(last=None))), 1,
+                         p.log.text(last=None))
         figure(f"{len(unique)} telegrams delivered, {dups} duplicates, outage "
                f"{t_start - t_stop:.1f} s")
 
@@ -525,31 +457,14 @@ class MqttTest(unittest.TestCase):
         db = self.path("p1d.db")
         conf = self.write_config(mqtt="queue = 10\n",
                                  store=f"database = {db}\ncommit_interval = 1s\n")
-        self.start_broker(self._keep_sessions())
-        p = self.start_p1d(conf, interval=0.1)
-        sub1 = self.subscriber(["p1d/main/state"], SESSION)
-        self.assertTrue(wait_until(lambda: len(sub1.messages()) >= 4, 15), p.log.text())
-        self.stop_broker()
-        read_before = self.telegrams_read(p)
-        time.sleep(12)
-        read_during = self.telegrams_read(p) - read_before
-        self.assertGreater(read_during, 60, "reading slowed while the broker was away")
-        sub1.stop()
-        self.start_broker(self._keep_sessions())
-        sub2 = self.subscriber(["p1d/main/state", "p1d/marker"], SESSION)
-        self.assertTrue(wait_until(lambda: self._marker(sub2), 5), "subscriber not ready")
+        p, sub1, sub2, read_before, read_during, _, _ = self._outage(conf, 0.1, 12, 60)
         self.expect_log(p, r"mqtt: meter main: sent \d+ readings of the outage from the history",
                         30)
         self.assertTrue(wait_until(lambda: len(set(self._stamps(sub1) + self._stamps(sub2)))
                                    >= read_before + read_during, 30),
                         f"backlog not delivered:\n{self.mqtt_log(p)}")
         p.sim.kill()
-        stamps = self._stamps(sub1) + self._stamps(sub2)
-        unique = sorted(set(stamps))
-        gaps = [(a, b) for a, b in zip(unique, unique[1:]) if b - a != 1]
-        self.assertEqual(gaps, [], "telegrams missing on the state topic")
-        s2 = self._stamps(sub2)
-        self.assertEqual(s2, sorted(s2), "history and queue out of order")
+        stamps, unique = self._assert_every_stamp(sub1, sub2, "history and queue out of order")
         history = [json.loads(m[3]) for m in sub2.messages("p1d/main/state")]
         history = [m for m in history if m.get("from_history")]
         self.assertGreaterEqual(len(history), read_during - 10 - 20, self.mqtt_log(p))
@@ -569,7 +484,7 @@ class MqttTest(unittest.TestCase):
         self.addCleanup(fake.close)
         self.port = fake.port
         p = self.start_p1d(self.write_config(), interval=0.25)
-        self.assertTrue(wait_until(lambda: len(fake.states(1)) >= 8, 15), p.log.text())
+        self.assertTrue(wait_until(lambda: len(fake.states(1)) >= 8, 15), p.log.text(last=None))
         fake.ack = True
         fake.drop()
         unacked = set(fake.states(1))
@@ -589,7 +504,7 @@ class MqttTest(unittest.TestCase):
         self.start_broker()
         p = self.start_p1d(self.write_config(), interval=0.25)
         sub = self.subscriber(["p1d/main/state"])
-        self.assertTrue(wait_until(lambda: len(sub.messages()) >= 4, 15), p.log.text())
+        self.assertTrue(wait_until(lambda: len(sub.messages()) >= 4, 15), p.log.text(last=None))
         self.broker.send_signal(signal.SIGSTOP)
         t0 = now()
         read_before = self.telegrams_read(p)
@@ -601,11 +516,47 @@ class MqttTest(unittest.TestCase):
         self.broker.send_signal(signal.SIGCONT)
         self.assertTrue(wait_until(lambda: len(set(self._stamps(sub))) >=
                                    read_before + read_during, 40),
-                        f"backlog not delivered:\n{p.log.text()[-2000:]}")
+                        f"backlog not delivered:\n{p.log.text(last=None)[-2000:]}")
         p.sim.kill()
         unique = sorted(set(self._stamps(sub)))
         gaps = [(a, b) for a, b in zip(unique, unique[1:]) if b - a != 1]
         self.assertEqual(gaps, [], "telegrams missing on the state topic")
+
+    def _outage(self, conf, interval, seconds, min_read):
+        """M2's outage: the broker (keeping sessions), p1d reading a telegram per interval and
+        a SESSION subscriber seeing its state messages; then the broker stopped for `seconds`,
+        during which p1d must read more than min_read telegrams; then the broker back and the
+        same session subscribed again (ready: it sees a marker). Returns (p, sub1, sub2,
+        read_before, read_during, t_stop, t_start): read_* count the telegrams read before and
+        during the outage; t_stop just after the broker stopped, t_start just after it listened
+        again."""
+        self.start_broker(self._keep_sessions())
+        p = self.start_p1d(conf, interval=interval)
+        sub1 = self.subscriber(["p1d/main/state"], SESSION)
+        self.assertTrue(wait_until(lambda: len(sub1.messages()) >= 4, 15), p.log.text(last=None))
+        self.stop_broker()
+        t_stop = now()
+        read_before = self.telegrams_read(p)
+        time.sleep(seconds)
+        read_during = self.telegrams_read(p) - read_before
+        self.assertGreater(read_during, min_read, "reading slowed while the broker was away")
+        sub1.stop()
+        self.start_broker(self._keep_sessions())
+        t_start = now()
+        sub2 = self.subscriber(["p1d/main/state", "p1d/marker"], SESSION)
+        self.assertTrue(wait_until(lambda: self._marker(sub2), 5), "subscriber not ready")
+        return p, sub1, sub2, read_before, read_during, t_stop, t_start
+
+    def _assert_every_stamp(self, sub1, sub2, order_what):
+        """No telegram missing on the state topic across sub1 and sub2 (before and after an
+        outage), and sub2's in order. Returns (every timestamp, the distinct ones sorted)."""
+        stamps = self._stamps(sub1) + self._stamps(sub2)
+        unique = sorted(set(stamps))
+        gaps = [(a, b) for a, b in zip(unique, unique[1:]) if b - a != 1]
+        self.assertEqual(gaps, [], "telegrams missing on the state topic")
+        s2 = self._stamps(sub2)
+        self.assertEqual(s2, sorted(s2), order_what)
+        return stamps, unique
 
     def _keep_sessions(self):
         """Broker settings under which a message the broker took survives its restart: the
@@ -642,9 +593,9 @@ class MqttTest(unittest.TestCase):
         p = self.start_p1d(self.write_config("username = meter\npassword = wrong\n"))
         self.expect_log(p, r"mqtt: cannot connect .*not authori[sz]ed.*username and password", 10)
         time.sleep(8)  # several attempts with backoff
-        lines = [l for l in p.log.text().splitlines() if "mqtt:" in l]
+        lines = [l for l in p.log.text(last=None).splitlines() if "mqtt:" in l]
         self.assertEqual(len(lines), 1, "\n".join(lines))
-        self.assertNotIn("wrong", p.log.text())
+        self.assertNotIn("wrong", p.log.text(last=None))
         self.assertGreater(self.telegrams_read(p), 20, "reading stopped")
         self.assertIsNone(p.poll())
         p.kill()

@@ -3,15 +3,16 @@
 P1D_VERSION), the newest entry of debian/changelog (the package's version, without epoch and
 Debian revision), `p1d --version`, /api/v1/status and the p1d_build_info metric of the real p1d.
 Exit 77 (skip) when p1d is not built."""
-import http.client
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from p1dtest import free_port, http_get  # noqa: E402
 
 P1D = os.environ.get("P1D")
 SRC = os.environ.get("P1_SOURCE_DIR") or os.path.join(os.path.dirname(__file__), "..", "..")
@@ -41,22 +42,6 @@ def changelog_version():
     return v.rsplit("-", 1)[0] if "-" in v else v
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get(port, path):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        c.request("GET", path)
-        r = c.getresponse()
-        return r.status, r.read().decode()
-    finally:
-        c.close()
-
-
 def served_versions(version):
     with tempfile.TemporaryDirectory() as d:
         sim = os.path.join(d, "sim.txt")
@@ -73,7 +58,7 @@ def served_versions(version):
             status = None
             for _ in range(100):
                 try:
-                    st, body = get(port, "/api/v1/status")
+                    st, body = http_get(port, "/api/v1/status")
                     if st == 200:
                         status = json.loads(body)
                         break
@@ -83,8 +68,8 @@ def served_versions(version):
             if check(status is not None, "/api/v1/status answers"):
                 check(status.get("version") == version,
                       "/api/v1/status version %r is %s" % (status.get("version"), version))
-            st, body = get(port, "/metrics")
-            check(st == 200 and ('p1d_build_info{version="%s"} 1' % version) in body,
+            st, body = http_get(port, "/metrics")
+            check(st == 200 and ('p1d_build_info{version="%s"} 1' % version) in body.decode(),
                   "/metrics p1d_build_info has version %s" % version)
         finally:
             proc.terminate()
