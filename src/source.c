@@ -320,6 +320,16 @@ static void on_stale_timer(struct loop_timer *t, void *ud)
 	open_now(s);
 }
 
+void source_impl_reopen(struct source *s, const char *why)
+{
+	if (s->state != SOURCE_CONNECTED)
+		return;
+	log_notice("meter %s: %s %s, reopening", s->name, s->path, why);
+	loop_timer_disarm(s->stale_timer);
+	s->ops->close(s);
+	open_now(s);
+}
+
 void source_note_valid(struct source *s)
 {
 	char dur[32];

@@ -43,6 +43,15 @@ struct source;
  * telegram takes up to half a second to arrive at 960 bytes/s). */
 #define SOURCE_SERIAL_PROBE_115200_MS 12000u
 #define SOURCE_SERIAL_PROBE_9600_MS 25000u
+/* An open serial port is checked this often against its configured path: when a link such as
+ * /dev/serial/by-id/... or /dev/p1 now names another device (the adapter was renumbered while
+ * the old node lingers), or names nothing, the port is closed and the path reopened. */
+#define SOURCE_SERIAL_FOLLOW_MS 1000u
+/* Bytes but no valid telegram for this long: one warning naming the serial settings tried
+ * and the other ones (a wrong serial_mode, or a signal that is not inverted). */
+#define SOURCE_SERIAL_HINT_MS 60000u
+/* ... when at least this many bytes arrived in that time (not noise on an idle line). */
+#define SOURCE_SERIAL_HINT_MIN_BYTES 64u
 
 enum source_kind {
 	SOURCE_SERIAL, /* a tty: USB serial adapter, UART, pty */
@@ -230,5 +239,7 @@ void source_impl_data(struct source *s, const uint8_t *buf, size_t len);
 void source_impl_connected(struct source *s);
 void source_impl_failed(struct source *s, int err, const char *what);
 void source_impl_eof(struct source *s, const char *why);
+/* Close and open again at once (the path now names another device): logs why. */
+void source_impl_reopen(struct source *s, const char *why);
 
 #endif

@@ -8,7 +8,13 @@
  *
  * In "auto" mode the presets are tried in turn, each for its probe window, until the owner
  * reports a valid telegram through source_note_valid(); the preset survives a reopen. Opening,
- * reopening and logging are source.c's job. */
+ * reopening and logging are source.c's job.
+ *
+ * While open, the configured path is checked every SOURCE_SERIAL_FOLLOW_MS: when it names
+ * another device than the one being read (a /dev/serial/by-id or udev link moved to a
+ * renumbered adapter while the old node lingers) or nothing at all, the port is reopened, so
+ * p1d never keeps reading a node the path no longer names. Bytes without a valid telegram for
+ * SOURCE_SERIAL_HINT_MS get one warning that names the serial settings tried and the others. */
 #include "source.h"
 
 #include "log.h"
@@ -17,10 +23,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libserialport.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <inttypes.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -32,12 +41,15 @@ struct serial_preset {
 	speed_t speed;   /* termios path */
 	tcflag_t cflags; /* termios path: size and parity */
 	uint32_t probe_ms;
+	const char *senders; /* the meters that send this way, for the wrong-mode warning */
 };
 
 /* Order is the auto-detection order; indexes match enum source_serial_mode - 1. */
 static const struct serial_preset presets[] = {
-        {"115200-8N1", 115200, 8, SP_PARITY_NONE, B115200, CS8, SOURCE_SERIAL_PROBE_115200_MS},
-        {"9600-7E1", 9600, 7, SP_PARITY_EVEN, B9600, CS7 | PARENB, SOURCE_SERIAL_PROBE_9600_MS},
+        {"115200-8N1", 115200, 8, SP_PARITY_NONE, B115200, CS8, SOURCE_SERIAL_PROBE_115200_MS,
+         "DSMR 4 and 5, e-MUCS and Smarty meters"},
+        {"9600-7E1", 9600, 7, SP_PARITY_EVEN, B9600, CS7 | PARENB, SOURCE_SERIAL_PROBE_9600_MS,
+         "DSMR 2.2 and 3.0 meters"},
 };
 #define N_PRESETS (sizeof(presets) / sizeof(presets[0]))
 
@@ -54,6 +66,12 @@ struct serial_src {
 	enum source_data_request data_request;
 	struct loop_watch *watch;
 	struct loop_timer *probe_timer;
+	struct loop_timer *follow_timer; /* checks the path still names the open device */
+	dev_t rdev;                      /* the open device */
+	uint64_t quiet_since_ms; /* first bytes since the last valid telegram, 0 for none */
+	uint64_t quiet_last_ms;  /* last bytes of that stretch */
+	uint64_t quiet_bytes;    /* bytes in it */
+	bool hinted;             /* the wrong-mode warning was given for this stretch */
 	uint8_t buf[SOURCE_READ_MAX];
 };
 
@@ -152,9 +170,19 @@ static int apply_preset(struct serial_src *ss)
 	tio.c_iflag &= ~(tcflag_t)(IXON | IXOFF | IXANY | INPCK | ISTRIP);
 	tio.c_cc[VMIN] = 1;
 	tio.c_cc[VTIME] = 0;
-	if (cfsetispeed(&tio, p->speed) < 0 || cfsetospeed(&tio, p->speed) < 0 ||
-	    tcsetattr(ss->fd, TCSANOW, &tio) < 0)
+	if (cfsetispeed(&tio, p->speed) < 0 || cfsetospeed(&tio, p->speed) < 0)
 		return -errno;
+	if (tcsetattr(ss->fd, TCSANOW, &tio) < 0) {
+		if (errno != EINVAL || !(p->cflags & PARENB))
+			return -errno;
+		/* a pty (socat in front of a TCP bridge, say) keeps 8 bits without parity, which
+		 * glibc reports as EINVAL: read it so, the framer ignores the 8th bit (the parity
+		 * bit of 7E1) */
+		tio.c_cflag &= ~(tcflag_t)(CSIZE | PARENB);
+		tio.c_cflag |= CS8;
+		if (tcsetattr(ss->fd, TCSANOW, &tio) < 0)
+			return -errno;
+	}
 	(void)tcflush(ss->fd, TCIFLUSH); /* bytes received at the old setting are garbage */
 	return 0;
 }
@@ -177,6 +205,42 @@ static void raise_data_request(struct serial_src *ss)
 	}
 }
 
+/* Bytes keep coming but none made a valid telegram for SOURCE_SERIAL_HINT_MS: a meter at the
+ * other speed, or a signal that is not inverted, gives exactly that. Said once per stretch. */
+static void hint_wrong_mode(struct serial_src *ss, uint64_t now)
+{
+	const struct serial_preset *p = &presets[ss->preset];
+	const char *name = source_impl_name(ss->src), *path = source_impl_path(ss->src);
+	unsigned secs = (unsigned)((now - ss->quiet_since_ms) / 1000);
+
+	ss->hinted = true;
+	if (ss->auto_mode) {
+		log_warning("meter %s: %" PRIu64 " bytes from %s in %u s but no valid telegram at "
+		            "%s or %s: check that the P1 signal is inverted (by the cable, or an "
+		            "inverter before a plain UART) and that the cable is on the P1 port",
+		            name, ss->quiet_bytes, path, secs, presets[0].name, presets[1].name);
+		return;
+	}
+	const struct serial_preset *o = &presets[(ss->preset + 1) % N_PRESETS];
+	log_warning("meter %s: %" PRIu64 " bytes from %s in %u s but no valid telegram at %s: "
+	            "%s send %s, try preset = %s (or auto); if the preset is right, check that "
+	            "the P1 signal is inverted",
+	            name, ss->quiet_bytes, path, secs, p->name, o->senders, o->name, o->name);
+}
+
+static void count_quiet(struct serial_src *ss, size_t n)
+{
+	uint64_t now = loop_now_ms();
+
+	/* a line silent for as long as the warning waits starts a new stretch */
+	if (!ss->quiet_since_ms || now - ss->quiet_last_ms >= SOURCE_SERIAL_HINT_MS) {
+		ss->quiet_since_ms = now;
+		ss->quiet_bytes = 0;
+	}
+	ss->quiet_last_ms = now;
+	ss->quiet_bytes += n;
+}
+
 static void on_readable(struct loop_watch *w, int fd, uint32_t events, void *ud)
 {
 	struct serial_src *ss = ud;
@@ -186,9 +250,15 @@ static void on_readable(struct loop_watch *w, int fd, uint32_t events, void *ud)
 	/* one read per iteration; whatever is buffered is delivered before a hangup is noticed,
 	 * since a hung-up tty reads 0 or EIO only once it is drained */
 	n = read(fd, ss->buf, sizeof(ss->buf));
-	if (n > 0)
-		source_impl_data(ss->src, ss->buf, (size_t)n);
-	else if (n == 0)
+	if (n > 0) {
+		if (!ss->hinted)
+			count_quiet(ss, (size_t)n);
+		source_impl_data(ss->src, ss->buf, (size_t)n); /* may note a valid telegram */
+		if (!ss->hinted && ss->quiet_since_ms &&
+		    ss->quiet_bytes >= SOURCE_SERIAL_HINT_MIN_BYTES &&
+		    ss->quiet_last_ms - ss->quiet_since_ms >= SOURCE_SERIAL_HINT_MS)
+			hint_wrong_mode(ss, ss->quiet_last_ms);
+	} else if (n == 0)
 		source_impl_failed(ss->src, 0, "hangup");
 	else if (errno != EAGAIN && errno != EINTR)
 		source_impl_failed(ss->src, errno, "read");
@@ -220,6 +290,29 @@ static void on_probe_timer(struct loop_timer *t, void *ud)
 	loop_timer_arm(t, presets[ss->preset].probe_ms, 0);
 }
 
+/* Still the device the configured path names? A moved link, or none, means reopening. */
+static void on_follow_timer(struct loop_timer *t, void *ud)
+{
+	struct serial_src *ss = ud;
+	const char *path = source_impl_path(ss->src);
+	struct stat st;
+	char why[160];
+
+	(void)t;
+	if (ss->fd < 0)
+		return;
+	if (stat(path, &st) < 0) {
+		snprintf(why, sizeof(why), "no longer names a device (%s)", strerror(errno));
+	} else if (st.st_rdev != ss->rdev) {
+		char *real = realpath(path, NULL);
+		snprintf(why, sizeof(why), "now names another device (%s)", real ? real : "?");
+		free(real);
+	} else {
+		return;
+	}
+	source_impl_reopen(ss->src, why);
+}
+
 static void serial_close(struct source *s);
 
 static int serial_open(struct source *s)
@@ -244,6 +337,12 @@ static int serial_open(struct source *s)
 		goto fail;
 	}
 	(void)ioctl(ss->fd, TIOCEXCL);
+	struct stat st;
+	if (fstat(ss->fd, &st) < 0) {
+		r = -errno;
+		goto fail;
+	}
+	ss->rdev = st.st_rdev;
 	r = apply_preset(ss);
 	if (r < 0)
 		goto fail;
@@ -254,6 +353,7 @@ static int serial_open(struct source *s)
 	ss->settled = false;
 	if (ss->auto_mode)
 		loop_timer_arm(ss->probe_timer, presets[ss->preset].probe_ms, 0);
+	loop_timer_arm(ss->follow_timer, SOURCE_SERIAL_FOLLOW_MS, SOURCE_SERIAL_FOLLOW_MS);
 	return 0;
 
 fail:
@@ -267,6 +367,7 @@ static void serial_close(struct source *s)
 
 	ss->watch = loop_watch_remove(ss->watch);
 	loop_timer_disarm(ss->probe_timer);
+	loop_timer_disarm(ss->follow_timer);
 	if (ss->port) {
 		sp_close(ss->port); /* closes ss->fd */
 		sp_free_port(ss->port);
@@ -285,6 +386,7 @@ static void serial_destroy(struct source *s)
 	if (!ss)
 		return;
 	loop_timer_free(ss->probe_timer);
+	loop_timer_free(ss->follow_timer);
 	free(ss);
 }
 
@@ -292,6 +394,8 @@ static void serial_note_valid(struct source *s)
 {
 	struct serial_src *ss = source_impl(s);
 
+	ss->quiet_since_ms = 0;
+	ss->hinted = false;
 	if (!ss->auto_mode || ss->settled || ss->fd < 0)
 		return;
 	ss->settled = true;
@@ -352,5 +456,8 @@ int source_serial_setup(struct source *s, const struct source_config *cfg)
 		          (int)cfg->data_request);
 		return -EINVAL;
 	}
-	return loop_timer_new(source_impl_loop(s), on_probe_timer, ss, &ss->probe_timer);
+	int r = loop_timer_new(source_impl_loop(s), on_probe_timer, ss, &ss->probe_timer);
+	if (r == 0)
+		r = loop_timer_new(source_impl_loop(s), on_follow_timer, ss, &ss->follow_timer);
+	return r;
 }
