@@ -32,7 +32,7 @@ static const struct stat_row store_rows[] = {
         ROW(store_stats, "readings_waiting", "p1d_store_readings_waiting", "gauge",
             "Readings in memory not yet written", backlog, 'z'),
         ROW(store_stats, "readings_dropped", "p1d_store_readings_dropped_total", "counter",
-            "Raw readings dropped because the database could not be written for too long",
+            "Raw readings dropped (database not writable for too long, or out of memory)",
             dropped, 'u'),
         ROW(store_stats, "commits", "p1d_store_commits_total", "counter",
             "Transactions that wrote readings", commits, 'u'),

@@ -815,12 +815,20 @@ static void on_telegram(void *ud, struct meter *m, const struct p1_telegram *t, 
 
 	const char *json;
 	size_t n = meter_latest_json(m, P1_JSON_ALL & ~(unsigned)P1_JSON_FRAMING, &json);
-	if (!n)
-		return;
+	int r = n ? 0 : -ENOMEM; /* no JSON during the callback: out of memory */
 	mqtt_queue_get_stats(q->outbox, &before);
-	mqtt_queue_push(q->outbox, mm->idx, meter_reading_utc(m), json, n);
+	if (r == 0)
+		r = mqtt_queue_push(q->outbox, mm->idx, meter_reading_utc(m), json, n);
 	mqtt_queue_get_stats(q->outbox, &after);
-	q->st.queued++;
+	if (r < 0) { /* lost like a reading the full outbox drops (with a store: sent later) */
+		on_outbox_drop(q, mm->idx, meter_reading_utc(m));
+		log_ratelimit(&q->rl_drop, now, LOG_WARNING,
+			      "mqtt: meter %s: cannot queue a state message (%s), %s", mm->name,
+			      strerror(-r),
+			      q->backfill ? "it will be sent from the history" : "dropped");
+	} else {
+		q->st.queued++;
+	}
 	if (after.dropped != before.dropped && q->backfill)
 		log_ratelimit(&q->rl_drop, now, LOG_NOTICE,
 			      "mqtt: %zu readings wait in memory; older ones will be sent from the "

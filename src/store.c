@@ -578,6 +578,8 @@ static int commit(struct store *s, bool all)
 		recovered(s);
 		return 0;
 	}
+	if (!sqlite3_get_autocommit(s->db))
+		exec(s, "ROLLBACK"); /* the last failed commit's ROLLBACK ran out of memory */
 	int rc = exec(s, "BEGIN IMMEDIATE");
 	if (!rc)
 		rc = write_all(s, all);

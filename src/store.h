@@ -124,7 +124,7 @@ struct store_stats {
 	uint64_t queued;          /* readings accepted */
 	uint64_t ignored;         /* not newer than the last one (duplicates, replays) */
 	uint64_t committed;       /* readings written */
-	uint64_t dropped;         /* backlog overflow */
+	uint64_t dropped;         /* backlog overflow, or no memory to take one */
 	uint64_t commit_failures;
 	uint64_t segments;        /* new segments started (swaps, resets) */
 	size_t backlog;

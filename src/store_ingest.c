@@ -117,18 +117,20 @@ static int apply(struct store *s, struct store_meter *m, int64_t utc, bool new_s
 
 /* ---- state and replay --------------------------------------------------------------------- */
 
-static void load_identity(struct store *s, struct store_meter *m)
+static int load_identity(struct store *s, struct store_meter *m)
 {
 	sqlite3_stmt *st;
 	m->identity[0] = 0;
-	if (sqlite3_prepare_v2(s->db, "SELECT identity FROM segments WHERE meter_id = ? AND seq = ?",
-			       -1, &st, NULL))
-		return;
+	int rc = sqlite3_prepare_v2(s->db, "SELECT identity FROM segments WHERE meter_id = ?"
+				    " AND seq = ?", -1, &st, NULL);
+	if (rc)
+		return rc;
 	sqlite3_bind_int64(st, 1, m->db_id);
 	sqlite3_bind_int64(st, 2, m->seg);
-	if (sqlite3_step(st) == SQLITE_ROW)
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW)
 		snprintf(m->identity, sizeof(m->identity), "%s", sqlite3_column_text(st, 0));
 	sqlite3_finalize(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
 static int replay_cb(void *ud, const struct store_reading *rd)
@@ -140,23 +142,20 @@ static int replay_cb(void *ud, const struct store_reading *rd)
 	return apply(s, m, rd->utc, new_seg, rd->reg, rd->have, rd->have_power, rd->power_w);
 }
 
-void store_load_meter(struct store *s, struct store_meter *m)
+/* The meter's state: the reading its aggregates end at (*ret_after), when there is one. */
+static int load_state(struct store *s, struct store_meter *m, int64_t *ret_after)
 {
-	int rc = 0;
-	m->loaded = true;
-	if (!s->db || !store_meter_id(s, m, false, &rc))
-		return;
 	char cols[1024], sql[1400];
+	sqlite3_stmt *st;
 	store_cols(cols, sizeof(cols), ", %s");
 	snprintf(sql, sizeof(sql), "SELECT agg_upto, seg, have%s FROM state WHERE meter_id = ?",
 		 cols);
-	sqlite3_stmt *st;
-	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL))
-		return;
+	int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+	if (rc)
+		return rc;
 	sqlite3_bind_int64(st, 1, m->db_id);
-	int64_t after = INT64_MIN;
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		after = m->last_utc = sqlite3_column_int64(st, 0);
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		*ret_after = m->last_utc = sqlite3_column_int64(st, 0);
 		m->seg = (uint32_t)sqlite3_column_int64(st, 1);
 		m->have = (uint32_t)sqlite3_column_int64(st, 2);
 		for (int r = 0; r < STORE_REG_COUNT; r++)
@@ -164,14 +163,39 @@ void store_load_meter(struct store *s, struct store_meter *m)
 		m->started = true;
 	}
 	sqlite3_finalize(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Memory ran out while loading: forget what was read, the next telegram loads again (going
+ * on from half a state would lose the usage since the last aggregates for good). */
+static int unload(struct store_meter *m)
+{
+	m->loaded = m->started = false;
+	m->last_utc = 0;
+	m->seg = m->have = 0;
+	m->identity[0] = 0;
+	m->n_pend = m->n_flush = 0;
+	return -ENOMEM;
+}
+
+int store_load_meter(struct store *s, struct store_meter *m)
+{
+	int rc = SQLITE_OK;
+	int64_t after = INT64_MIN;
+	m->loaded = true;
+	if (!s->db || !store_meter_id(s, m, false, &rc) || (rc = load_state(s, m, &after)))
+		return store_errno(rc) == -ENOMEM ? unload(m) : 0;
 	void *ctx[2] = {s, m};
 	int r = store_chunk_scan(s, m->db_id, after, SIZE_MAX, replay_cb, ctx);
+	if (r == -ENOMEM)
+		return unload(m);
 	if (r < 0)
 		log_error("store %s: meter %s: cannot read back the readings after %" PRId64
 			  " (%s); their usage is missing from the aggregates",
 			  s->path, m->name, after, strerror(-r));
-	if (m->started)
-		load_identity(s, m);
+	if (m->started && store_errno(load_identity(s, m)) == -ENOMEM)
+		return unload(m);
+	return 0;
 }
 
 /* ---- telegrams ----------------------------------------------------------------------------- */
@@ -238,6 +262,18 @@ static void drop_oldest(struct store *s)
 		      s->path, STORE_BACKLOG_MAX);
 }
 
+/* A reading that cannot be taken (out of memory): counted with the backlog's drops. Its usage
+ * is not lost: the next reading's difference covers it. */
+static int drop_reading(struct store *s, const struct store_meter *m, int r)
+{
+	s->dropped++;
+	log_ratelimit(&s->drop_rl, loop_now_ms(), LOG_WARNING,
+		      "store %s: meter %s: %s, dropping a reading (its usage is counted with the"
+		      " next one)",
+		      s->path, m->name, strerror(-r));
+	return r;
+}
+
 int store_add(struct store *s, const char *meter, const struct p1_telegram *t,
 	      int64_t received_utc)
 {
@@ -247,14 +283,19 @@ int store_add(struct store *s, const char *meter, const struct p1_telegram *t,
 int store_add_at(struct store *s, const char *meter, const struct p1_telegram *t, int64_t utc)
 {
 	struct store_meter *m = store_find_meter(s, meter, true);
+	int err;
 	if (!m || s->read_only)
 		return m ? -EROFS : -E2BIG;
-	if (!m->loaded)
-		store_load_meter(s, m);
+	if (!m->loaded && (err = store_load_meter(s, m)) < 0)
+		return drop_reading(s, m, err);
 	if (m->started && utc <= m->last_utc) {
 		s->ignored++;
 		return 0;
 	}
+	/* room in the reading's minute first: nothing below fails, a reading is taken whole (its
+	 * segment, its minute, its backlog entry) or not at all */
+	if (!minute_for(s, m, utc))
+		return drop_reading(s, m, -ENOMEM);
 	if (s->count == STORE_BACKLOG_MAX)
 		drop_oldest(s);
 	struct store_entry *e = &s->backlog[(s->head + s->count) % STORE_BACKLOG_MAX];

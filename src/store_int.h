@@ -107,8 +107,9 @@ extern const char *const store_reason_name[];
 
 /* store_ingest.c */
 struct store_meter *store_find_meter(struct store *s, const char *name, bool create);
-/* Read the meter's state and replay the readings committed after its aggregates. */
-void store_load_meter(struct store *s, struct store_meter *m);
+/* Read the meter's state and replay the readings committed after its aggregates. Returns 0,
+ * or -ENOMEM with nothing loaded (the next telegram tries again). */
+int store_load_meter(struct store *s, struct store_meter *m);
 
 /* store_chunk.c */
 /* Encode backlog entries [from, to) of meter index mi into s->buf. Returns the size or
