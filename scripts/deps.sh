@@ -6,7 +6,7 @@ packages=(
   build-essential cmake pkg-config
   libssl-dev libserialport-dev libmosquitto-dev libmicrohttpd-dev libjansson-dev
   libsystemd-dev libinih-dev libsqlite3-dev libcmocka-dev libavahi-client-dev
-  clang libclang-rt-14-dev valgrind cppcheck binutils
+  clang libclang-rt-14-dev valgrind cppcheck clang-tidy flawfinder binutils gcovr
   libjs-chart.js chromium python3-websocket
   debhelper lintian debootstrap debian-archive-keyring
   socat mosquitto mosquitto-clients openssl sqlite3 curl wrk python3 mandoc tzdata faketime

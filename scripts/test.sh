@@ -20,6 +20,17 @@ build_and_test build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 echo "== ASan + UBSan build and tests"
 build_and_test build-asan -DCMAKE_BUILD_TYPE=Debug -DP1_SANITIZE=ON
 
+# Y6: line and branch coverage over the unit tests, fuzz replays and the faster integration
+# tests (about a minute); `scripts/coverage.sh --html` runs the whole suite (about 6 minutes).
+echo "== coverage"
+rc=0
+scripts/coverage.sh --ci || rc=$?
+if [ $rc -eq 77 ]; then
+  echo "coverage skipped (gcovr missing)"
+elif [ $rc -ne 0 ]; then
+  exit $rc
+fi
+
 if [ -x scripts/fuzz.sh ] && command -v clang >/dev/null; then
   echo "== short fuzz run"
   scripts/fuzz.sh "${P1_FUZZ_SECONDS:-30}"

@@ -677,6 +677,119 @@ static void test_too_long(void **state)
 	free(b.p);
 }
 
+/* The identification line is bounded at P1_HEADER_MAX bytes before its LF, however the bytes
+ * arrive: a header that fills the bound exactly at the end of one read is reported too long
+ * when the next byte comes, as it is when it comes in the same read. One byte less passes. */
+static void test_header_bound_across_reads(void **state)
+{
+	(void)state;
+	for (size_t k = P1_HEADER_MAX - 7; k <= P1_HEADER_MAX - 6; k++) {
+		/* "/XXX5", k letters, CR: 6 + k bytes before the LF */
+		char body[512];
+		size_t n = 0;
+		n += (size_t)snprintf(body, sizeof(body), "/XXX5");
+		memset(body + n, 'A', k);
+		n += k;
+		snprintf(body + n, sizeof(body) - n, "\r\n\r\n1-0:1.8.1(000123.456*kWh)\r\n!");
+		struct buf b = {0};
+		put_with_crc(&b, body);
+		size_t t1_at = b.n;
+		puts_(&b, t1);
+		bool fits = 6 + k < P1_HEADER_MAX;
+
+		struct log whole = {0};
+		run_whole(b.p, b.n, &whole);
+		assert_int_equal(whole.n, 2);
+		assert_int_equal(whole.r[0].error, fits ? P1_OK : P1_ERR_TOO_LONG);
+		assert_int_equal(whole.r[0].offset, 0);
+		if (!fits)
+			assert_int_equal(whole.r[0].len, P1_HEADER_MAX);
+		assert_t1(&whole.r[1], t1_at);
+
+		/* cut around the bound, the first read ending exactly on it included */
+		for (size_t cut = P1_HEADER_MAX - 2; cut <= P1_HEADER_MAX + 2; cut++) {
+			struct log got = {0};
+			struct p1_framer *f = framer(0, true);
+			p1_framer_feed(f, b.p, cut, on_frame, &got);
+			if (cut <= P1_HEADER_MAX) { /* nothing is decided before the next byte */
+				assert_int_equal(got.n, 0);
+				assert_true(p1_framer_busy(f));
+			}
+			p1_framer_feed(f, b.p + cut, b.n - cut, on_frame, &got);
+			p1_framer_flush(f, on_frame, &got);
+			p1_framer_free(f);
+			char what[64];
+			snprintf(what, sizeof(what), "k=%zu, cut at %zu", k, cut);
+			assert_logs_equal(&whole, &got, what);
+			log_free(&got);
+		}
+		log_free(&whole);
+		free(b.p);
+	}
+}
+
+/* A frame whose CRC failed is framed again from a later identification ('/', three letters,
+ * '5': noise with a '/' may have opened a frame that swallowed the real telegram, which began
+ * mid-line), once. A later '/' that is not followed so, or that is too near the end to be
+ * followed by anything, is not a telegram: that frame stays one CRC error. */
+static void test_rescan_after_crc_error(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *header;
+		bool found;
+	} cases[] = {
+	        {"/ABC5", true},  {"/abc5", true},  {"/Ab{5", false},
+	        {"/AB@5", false}, {"/ABC4", false}, {"/A1C5", false},
+	};
+	static const char noise[] = "/\x7e\x10noise\r\n\r\nabc";
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char body[128];
+		snprintf(body, sizeof(body), "%sTEST\r\n\r\n1-0:1.8.1(000123.456*kWh)\r\n!",
+		         cases[i].header);
+		struct buf b = {0};
+		puts_(&b, noise);
+		size_t inner = b.n;
+		put_with_crc(&b, body);
+		struct log whole = {0};
+		run_whole(b.p, b.n, &whole);
+		assert_int_equal(whole.n, cases[i].found ? 2 : 1);
+		assert_int_equal(whole.r[0].error, P1_ERR_CRC);
+		assert_int_equal(whole.r[0].offset, 0);
+		assert_int_equal(whole.r[0].len, b.n);
+		if (cases[i].found) {
+			assert_int_equal(whole.r[1].error, P1_OK);
+			assert_int_equal(whole.r[1].offset, inner);
+			assert_int_equal(whole.r[1].len, b.n - inner);
+			assert_memory_equal(whole.r[1].data, b.p + inner, b.n - inner);
+		}
+		/* byte by byte: the same */
+		struct log bytes = {0};
+		struct p1_framer *f = framer(0, true);
+		for (size_t k = 0; k < b.n; k++)
+			p1_framer_feed(f, b.p + k, 1, on_frame, &bytes);
+		p1_framer_flush(f, on_frame, &bytes);
+		p1_framer_free(f);
+		assert_logs_equal(&whole, &bytes, cases[i].header);
+		log_free(&bytes);
+		log_free(&whole);
+		free(b.p);
+	}
+
+	/* the last '/' right before the end line of an LF-only frame with one CRC digit: 6 bytes
+	 * from the end of the frame handed out ("/\n!A\r\n"), too near to start a header */
+	static const char tail[] = "/XXX5TEST\n\n0-0:96.13.0(a)/\n!A\r\n";
+	struct log l = {0};
+	run_whole(tail, sizeof(tail) - 1, &l);
+	assert_int_equal(l.n, 1);
+	assert_int_equal(l.r[0].error, P1_ERR_CRC);
+	assert_true(l.r[0].has_crc);
+	assert_int_equal(l.r[0].crc_sent, 0xA);
+	assert_int_equal(l.r[0].len, sizeof(tail) - 1);
+	assert_int_equal(l.r[0].data[l.r[0].len - 6], '/');
+	log_free(&l);
+}
+
 static void test_limits(void **state)
 {
 	(void)state;
@@ -1287,6 +1400,8 @@ int main(void)
 	        cmocka_unit_test(test_noise_slash_in_header),
 	        cmocka_unit_test(test_control_characters),
 	        cmocka_unit_test(test_too_long),
+	        cmocka_unit_test(test_header_bound_across_reads),
+	        cmocka_unit_test(test_rescan_after_crc_error),
 	        cmocka_unit_test(test_limits),
 	        cmocka_unit_test(test_7e1),
 	        cmocka_unit_test(test_bit7_on_line_feeds),

@@ -1494,6 +1494,207 @@ static void test_json_string_utf8(void **state)
 	assert_int_equal(strlen(buf), 3);
 }
 
+/* ---- lines that cannot be read, and the API's edges ---- */
+
+/* A failure log with a group left over after its last (time, duration) pair cannot be read:
+ * no entry of it is kept, the line is kept raw and flagged; without CRC it is the line at
+ * fault (also when the caller does not ask which line). */
+static void test_event_log_odd_group(void **state)
+{
+	(void)state;
+	static const char log[] =
+	        "1-0:99.97.0(2)(0-0:96.7.19)(231030031500W)(0000000240*s)(240215101010W)";
+	parse_ok(L("1-3:0.2.8(50)", log, "1-0:1.8.1(000001.000*kWh)"));
+	assert_int_equal(F(P1_F_FAILURE_LOG)->presence, P1_ABSENT);
+	assert_int_equal(T->n_events, 0);
+	assert_true(T->warnings & P1_WARN_BAD_VALUE);
+	assert_int_equal(T->n_unknown, 1);
+	assert_string_equal(T->unknown[0].obis, "1-0:99.97.0");
+	assert_num(F(P1_F_E_DEL_T1), 1000, 3, "kWh");
+	/* an empty group left over is no entry, not an error */
+	parse_ok(L("1-0:99.97.0(1)(0-0:96.7.19)(231030031500W)(0000000240*s)()"));
+	assert_int_equal(T->n_events, 1);
+	assert_false(T->warnings & P1_WARN_BAD_VALUE);
+
+	unsigned line = 0;
+	assert_int_equal(parse_full("ISk5\\2MT382-1000", true, L("1-0:1.8.1(00001.000*kWh)", log),
+	                            false, &line),
+	                 P1_ERR_SYNTAX);
+	assert_int_equal(line, 4);
+	static char buf[1024];
+	size_t n = build(buf, sizeof(buf), "ISk5\\2MT382-1000", true,
+	                 L("1-0:1.8.1(00001.000*kWh)", log), false);
+	assert_int_equal(p1_parse(T, buf, n, false, 0, &OPTS, NULL), P1_ERR_SYNTAX);
+}
+
+/* A demand history with a value that is not a number is all or nothing: no month kept. */
+static void test_demand_bad_value(void **state)
+{
+	(void)state;
+	assert_int_equal(parse_full("FLU5\\253000000_A", true,
+	                            L("0-0:96.1.4(50217)",
+	                              "0-0:98.1.0(2)(1-0:1.6.0)(1-0:1.6.0)(230201000000W)"
+	                              "(230114190000W)(01.000*kW)(230301000000W)(230214190000W)"
+	                              "(2,5*kW)"),
+	                            true, NULL),
+	                 P1_OK);
+	assert_int_equal(F(P1_F_DEMAND_HISTORY)->presence, P1_ABSENT);
+	assert_int_equal(T->n_demand, 0);
+	assert_true(T->warnings & P1_WARN_BAD_VALUE);
+	assert_int_equal(T->n_unknown, 1);
+	assert_string_equal(T->unknown[0].obis, "0-0:98.1.0");
+}
+
+/* M-Bus lines read once each: a second value, valve or relay line is a duplicate (the first
+ * kept; fatal without CRC), a valve or relay that is not a number is a bad value, and a DSMR
+ * 2.2 profile line whose value never comes (six groups, no continuation) has no reading. */
+static void test_mbus_line_errors(void **state)
+{
+	(void)state;
+	parse_ok(L("0-1:24.1.0(003)", "0-1:24.2.1(240101120000W)(00001.000*m3)",
+	           "0-1:24.2.1(240101130000W)(00002.000*m3)", "0-1:24.4.0(1)", "0-1:24.4.0(0)",
+	           "0-1:96.3.10(1)", "0-1:96.3.10(0)"));
+	assert_true(T->warnings & P1_WARN_DUPLICATE);
+	assert_false(T->warnings & P1_WARN_BAD_VALUE);
+	assert_num(F(P1_F_GAS), 1000, 3, "m3");
+	assert_time(F(P1_F_GAS_TIME), civil_utc(2024, 1, 1, 11, 0, 0), 'W');
+	assert_num(&T->mbus[0].valve, 1, 0, NULL);
+	assert_num(&T->mbus[0].relay, 1, 0, NULL);
+	assert_num(F(P1_F_GAS_VALVE), 1, 0, NULL);
+
+	parse_ok(L("0-1:24.1.0(003)", "0-1:24.2.1(240101120000W)(00001.000*m3)", "0-1:24.4.0(x)",
+	           "0-1:96.3.10(on)"));
+	assert_true(T->warnings & P1_WARN_BAD_VALUE);
+	assert_false(T->warnings & P1_WARN_DUPLICATE);
+	assert_int_equal(T->mbus[0].valve.presence, P1_ABSENT);
+	assert_int_equal(T->mbus[0].relay.presence, P1_ABSENT);
+	assert_int_equal(T->n_unknown, 2);
+	assert_string_equal(T->unknown[0].obis, "0-1:24.4.0");
+	assert_string_equal(T->unknown[1].obis, "0-1:96.3.10");
+	assert_num(F(P1_F_GAS), 1000, 3, "m3");
+
+	unsigned line = 0;
+	assert_int_equal(parse_full("ISk5\\2MT382-1000", true,
+	                            L("1-0:1.8.1(00001.000*kWh)", "0-1:24.4.0(1)", "0-1:24.4.0(1)"),
+	                            false, &line),
+	                 P1_ERR_SYNTAX);
+	assert_int_equal(line, 5);
+
+	/* the DSMR 2.2 profile without its value */
+	static const char *const profile[] = {"1-0:1.8.1(00010.010*kWh)", "0-1:24.1.0(3)",
+	                                      "0-1:24.3.0(240115120000)(00)(60)(1)(0-1:24.2.1)(m3)",
+	                                      "0-1:24.4.0(1)", NULL};
+	assert_int_equal(parse_full("ISk5\\2MT382-1000", true, profile, true, NULL), P1_OK);
+	assert_int_equal(F(P1_F_GAS)->presence, P1_ABSENT);
+	assert_int_equal(T->mbus[0].value.presence, P1_ABSENT);
+	assert_true(T->warnings & P1_WARN_BAD_VALUE);
+	assert_num(F(P1_F_GAS_VALVE), 1, 0, NULL);
+	line = 0;
+	assert_int_equal(parse_full("ISk5\\2MT382-1000", true, profile, false, &line),
+	                 P1_ERR_SYNTAX);
+	assert_int_equal(line, 5);
+}
+
+/* An OBIS value above 255 is no code: the line is kept under its text and flagged. */
+static void test_obis_value_range(void **state)
+{
+	(void)state;
+	parse_ok(L("1-0:256.8.1(000001.000*kWh)", "1-0:1.8.1(000002.000*kWh)"));
+	assert_true(T->warnings & P1_WARN_BAD_VALUE);
+	assert_int_equal(T->n_unknown, 1);
+	assert_string_equal(T->unknown[0].obis, "1-0:256.8.1");
+	assert_num(F(P1_F_E_DEL_T1), 2000, 3, "kWh");
+	parse_ok(L("1-0:1.8.1(000002.000*kWh)", "1-0:1.8.1000(000001.000*kWh)"));
+	assert_int_equal(T->n_unknown, 1);
+	assert_true(T->warnings & P1_WARN_BAD_VALUE);
+	unsigned line = 0;
+	assert_int_equal(parse_full("ISk5\\2MT382-1000", true,
+	                            L("1-0:1.8.1(00001.000*kWh)", "1-0:1.8.256(00001.000*kWh)"),
+	                            false, &line),
+	                 P1_ERR_SYNTAX);
+	assert_int_equal(line, 4);
+}
+
+/* A group that is not closed and whose next line cannot complete it (no ')' there) is not
+ * joined: a continuation line that follows is read as its next group, and the line, bad, is
+ * kept raw from its first group through the continuation. */
+static void test_unjoined_continuation(void **state)
+{
+	(void)state;
+	parse_ok(L("1-3:0.2.8(50)", "0-0:96.13.0(3031", "(3233", "1-0:1.8.1(000001.000*kWh)"));
+	assert_int_equal(F(P1_F_MSG_LONG)->presence, P1_ABSENT);
+	assert_true(T->warnings & P1_WARN_BAD_VALUE);
+	assert_int_equal(T->n_unknown, 1);
+	assert_string_equal(T->unknown[0].obis, "0-0:96.13.0");
+	assert_int_equal(T->unknown[0].raw.len, strlen("(3031\r\n(3233"));
+	assert_memory_equal(T->unknown[0].raw.ptr, "(3031\r\n(3233", T->unknown[0].raw.len);
+	assert_num(F(P1_F_E_DEL_T1), 1000, 3, "kWh");
+}
+
+/* p1_telegram_copy needs a destination at least as large as the source; what it copies points
+ * into the destination's own storage, a demand month without value included. */
+static void test_copy(void **state)
+{
+	(void)state;
+	assert_int_equal(parse_full("FLU5\\253000000_A", true,
+	                            L("0-0:96.1.4(50217)", "0-0:96.13.0(48656C6C6F)",
+	                              "0-0:98.1.0(1)(1-0:1.6.0)(1-0:1.6.0)(230201000000W)"
+	                              "(632525252525W)()",
+	                              "1-0:1.8.1(000001.000*kWh)"),
+	                            true, NULL),
+	                 P1_OK);
+	assert_int_equal(T->n_demand, 1);
+	assert_false(T->demand[0].value_valid);
+	struct p1_telegram *small = p1_telegram_new(CAP / 2), *big = p1_telegram_new(CAP);
+	assert_non_null(small);
+	assert_non_null(big);
+	assert_false(p1_telegram_copy(small, T));
+	assert_true(p1_telegram_copy(big, T));
+	const struct p1_value *msg = &big->fields[P1_F_MSG_LONG];
+	assert_int_equal(msg->presence, P1_PRESENT);
+	assert_memory_equal(msg->text.ptr, "Hello", 5);
+	assert_true(msg->text.ptr >= big->arena && msg->text.ptr < big->arena + big->cap);
+	assert_true(big->header.ptr >= big->raw && big->header.ptr < big->raw + big->cap);
+	assert_int_equal(big->n_demand, 1);
+	assert_null(big->demand[0].value.unit);
+	assert_int_equal(big->dialect, P1_DIALECT_FLUVIUS);
+	p1_telegram_free(small);
+	p1_telegram_free(big);
+}
+
+/* The number helpers at their edges: a '+' sign, rescaling that would overflow below zero,
+ * formatting scales of 20 and more (not from the parser, which keeps 18 digits at most), and
+ * asking only for the length. */
+static void test_number_edges(void **state)
+{
+	(void)state;
+	parse_ok(L("1-0:1.8.1(+000123.456*kWh)", "1-0:2.7.0(+00.000*kW)"));
+	assert_num(F(P1_F_E_DEL_T1), 123456, 3, "kWh");
+	assert_num(F(P1_F_P_RET), 0, 3, "kW");
+	assert_false(T->warnings & P1_WARN_BAD_VALUE);
+
+	int64_t v;
+	struct p1_num n = {.mant = INT64_MIN / 10 - 1, .scale = 0};
+	assert_false(p1_num_rescale(&n, 1, &v));
+	n.mant = INT64_MIN / 10;
+	assert_true(p1_num_rescale(&n, 1, &v));
+	assert_int_equal(v, INT64_MIN / 10 * 10);
+
+	char buf[64];
+	n = (struct p1_num){.mant = -5, .scale = 21};
+	assert_int_equal(p1_num_format(&n, buf, sizeof(buf)), 24);
+	assert_string_equal(buf, "-0.000000000000000000005");
+	n = (struct p1_num){.mant = 1033309, .scale = 3};
+	assert_int_equal(p1_num_format(&n, NULL, 0), 8);
+	/* a scale wider than the formatter's room stops at its room, NUL-terminated */
+	n = (struct p1_num){.mant = 7, .scale = 200};
+	memset(buf, 'x', sizeof(buf));
+	size_t len = p1_num_format(&n, buf, sizeof(buf));
+	assert_true(len < sizeof(buf));
+	assert_int_equal(strlen(buf), len);
+	assert_int_equal(buf[len - 1], '7');
+}
+
 static int run_focused(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1535,6 +1736,13 @@ static int run_focused(void)
 	        cmocka_unit_test(test_numbers),
 	        cmocka_unit_test(test_obis_table),
 	        cmocka_unit_test(test_json_strings),
+	        cmocka_unit_test(test_event_log_odd_group),
+	        cmocka_unit_test(test_demand_bad_value),
+	        cmocka_unit_test(test_mbus_line_errors),
+	        cmocka_unit_test(test_obis_value_range),
+	        cmocka_unit_test(test_unjoined_continuation),
+	        cmocka_unit_test(test_copy),
+	        cmocka_unit_test(test_number_edges),
 	};
 	return cmocka_run_group_tests_name("parse", tests, setup, teardown);
 }
