@@ -9,26 +9,29 @@ meter keeps sending. What it costs p1d's memory and the live telegrams' latency.
    notes when each telegram arrives; the latency is from the write into the pty to the
    event, which is the same loop iteration that hands the reading to the store.
 3. Baseline for --phase seconds; then the same time with a client reading the whole year of
-   minutes, /api/v1/meters/main/history?resolution=minute in requests of at most 50,000
-   buckets (the API's limit) back to back, JSON. VmRSS and VmHWM are sampled every 0.1 s.
+   minutes, /api/v1/meters/main/history?resolution=minute in one request (--buckets: in
+   requests of at most that many), back to back, JSON. VmRSS and VmHWM are sampled every
+   0.1 s.
 
 Reports the latency (p50, p99, max) in both phases, memory before and at most during the
 queries, each request's time and size, and whether every telegram arrived (events, and the
 readings in the database after a clean stop). Exit status 1 when a telegram was lost.
 
-Usage: bench/history_query.py --p1d build/p1d [--phase SECONDS] [--rate N] [--keep DIR]
+Usage: bench/history_query.py --p1d build/p1d [--phase SECONDS] [--rate N] [--buckets N]
+                              [--limit-rate 10M] [--keep DIR]
 """
 import argparse
+import http.client
 import json
 import os
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-import http.client
 from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
@@ -36,7 +39,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import p1dtest as t  # noqa: E402
 
 YEAR = 525600
-BUCKETS_MAX = 50000
 
 
 def iso(utc):
@@ -79,6 +81,11 @@ def main():
     ap.add_argument("--p1d", required=True)
     ap.add_argument("--phase", type=float, default=30, help="seconds per phase (default 30)")
     ap.add_argument("--rate", type=float, default=10, help="live telegrams/s (default 10)")
+    ap.add_argument("--buckets", type=int, default=YEAR,
+                    help="buckets per request (default: the whole year in one)")
+    ap.add_argument("--limit-rate", default="",
+                    help="curl's --limit-rate for the history client (10M: a 100 Mbit/s LAN "
+                         "client; default: as fast as it reads)")
     ap.add_argument("--keep", help="keep the work files in this directory")
     a = ap.parse_args()
     t.P1D = os.path.abspath(a.p1d)
@@ -164,21 +171,24 @@ def run(a, work, procs):
     requests = []  # (seconds, bytes, buckets)
 
     def query():
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        # curl, niced: on a small machine the client's own CPU must not be what is measured
         while not stop.is_set():
             frm = start
             while frm < end and not stop.is_set():
-                to = min(end, frm + BUCKETS_MAX * 60)
-                q0 = t.now()
-                c.request("GET", f"/api/v1/meters/main/history?resolution=minute"
-                                 f"&from={iso(frm)}&to={iso(to)}&format=json")
-                r = c.getresponse()
-                body = r.read()
-                if r.status != 200:
-                    print(f"history_query: {r.status} {body[:200]!r}")
+                to = min(end, frm + a.buckets * 60)
+                url = (f"http://127.0.0.1:{port}/api/v1/meters/main/history?resolution=minute"
+                       f"&from={iso(frm)}&to={iso(to)}&format=json")
+                limit = ["--limit-rate", a.limit_rate] if a.limit_rate else []
+                r = subprocess.run(["nice", "-n", "10", "curl", "-sS", "-o", "/dev/null", "-w",
+                                    "%{http_code} %{time_total} %{size_download}"] + limit
+                                   + [url],
+                                   capture_output=True, text=True, timeout=300)
+                code, secs, size = r.stdout.split()
+                if code != "200":
+                    print(f"history_query: HTTP {code} for {url}: {r.stderr}")
                     stop.set()
                     return
-                requests.append((t.now() - q0, len(body), (to - frm) // 60))
+                requests.append((float(secs), int(size), (to - frm) // 60))
                 frm = to
 
     threads = [threading.Thread(target=feed, daemon=True),
@@ -218,8 +228,8 @@ def run(a, work, procs):
               f"({len(lat)} telegrams)")
     if requests:
         secs = [r[0] for r in requests]
-        print(f"history_query: {len(requests)} requests of up to {BUCKETS_MAX} minute buckets "
-              f"({len(requests) * 1.0 / max(1, -(-YEAR // BUCKETS_MAX)):.1f} years): "
+        print(f"history_query: {len(requests)} requests of up to {a.buckets} minute buckets "
+              f"({len(requests) * 1.0 / max(1, -(-YEAR // a.buckets)):.1f} years): "
               f"{statistics.mean(secs) * 1000:.0f} ms on average, {max(secs) * 1000:.0f} ms at "
               f"most, {statistics.mean(r[1] for r in requests) / 1e6:.1f} MB each")
     print(f"history_query: VmRSS {rss_before / 1024:.2f} MiB before, at most "

@@ -2,8 +2,13 @@
 # Build the libFuzzer targets of tests/fuzz (fuzz_<name>.c) with clang, AddressSanitizer and
 # UndefinedBehaviorSanitizer, and run each for SECONDS (default 60), as many at a time as there
 # are cores. Each run starts from a copy of tests/fuzz/corpus/<name>, so the committed corpus is
-# only changed on request (--merge). libp1 is compiled directly from src/p1, so fuzzing needs
-# clang and libcrypto but none of the daemon's libraries.
+# only changed on request (--merge). libp1 is compiled directly from src/p1 into every target,
+# so fuzzing libp1 needs clang and libcrypto only. A target whose source says "fuzz.sh: daemon"
+# (fuzz_config.c, fuzz_http.c) also gets the daemon's services: src/*.c but main.c and
+# src/tools/*.c, compiled once per run into $P1_FUZZ_DIR/obj with the same instrumentation,
+# and the libraries p1d links (pkg-config, as CMakeLists.txt).
+#
+# Each target runs with tests/fuzz/<name>.dict when there is one, else tests/fuzz/p1.dict.
 #
 # Usage: scripts/fuzz.sh [--merge] [SECONDS] [NAME...]
 #   --merge   afterwards, add the inputs that reached new code to tests/fuzz/corpus/NAME
@@ -42,24 +47,68 @@ else
 fi
 
 mkdir -p "$dir/bin" "$dir/logs"
-flags=(-g -O1 -std=gnu11 -D_GNU_SOURCE -fno-omit-frame-pointer
-       -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Iinclude)
+base=(-g -O1 -std=gnu11 -D_GNU_SOURCE -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+      -Iinclude)
+flags=("${base[@]}" -fsanitize=fuzzer,address,undefined)
+daemon_pkgs=(libserialport libsystemd inih libmicrohttpd jansson sqlite3 libmosquitto avahi-client)
+
+needs_daemon() { # name
+  grep -q 'fuzz\.sh: daemon' "tests/fuzz/fuzz_$1.c"
+}
+
+# The daemon's services as instrumented objects in $dir/obj (fuzzer-no-link: coverage without
+# a second main), with version.h as CMake would write it; as many compilers at a time as jobs.
+build_daemon() {
+  local version src obj pids=()
+  version=$(sed -n 's/^project(p1d VERSION \([0-9.]*\).*/\1/p' CMakeLists.txt)
+  rm -rf "$dir/obj"
+  mkdir -p "$dir/obj" "$dir/generated"
+  sed -e "s/@PROJECT_VERSION@/$version/" -e "s/@P1D_BUILD_UTC@/${SOURCE_DATE_EPOCH:-$(date +%s)}/" \
+    src/version.h.in >"$dir/generated/version.h"
+  for src in src/*.c src/tools/*.c; do
+    [ "$src" = src/main.c ] && continue
+    obj=${src#src/}
+    obj=$dir/obj/${obj//\//_}
+    "$cc" "${base[@]}" -fsanitize=fuzzer-no-link,address,undefined -Isrc -I"$dir/generated" \
+      $(pkg-config --cflags "${daemon_pkgs[@]}") -c "$src" -o "${obj%.c}.o" &
+    pids+=($!)
+    if [ ${#pids[@]} -ge "$jobs" ]; then
+      wait "${pids[0]}"
+      pids=("${pids[@]:1}")
+    fi
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done
+}
+
 echo "== building ${#names[@]} fuzz targets with $cc"
+daemon_built=0
 for n in "${names[@]}"; do
   [ -f "tests/fuzz/fuzz_$n.c" ] || { echo "fuzz.sh: no tests/fuzz/fuzz_$n.c" >&2; exit 2; }
-  "$cc" "${flags[@]}" src/p1/*.c "tests/fuzz/fuzz_$n.c" -lcrypto -o "$dir/bin/fuzz_$n"
+  if needs_daemon "$n"; then
+    if [ $daemon_built = 0 ]; then
+      echo "   (the daemon's services, once)"
+      build_daemon
+      daemon_built=1
+    fi
+    "$cc" "${flags[@]}" -Isrc -I"$dir/generated" $(pkg-config --cflags "${daemon_pkgs[@]}") \
+      src/p1/*.c "tests/fuzz/fuzz_$n.c" "$dir"/obj/*.o \
+      $(pkg-config --libs "${daemon_pkgs[@]}") -lcrypto -lm -o "$dir/bin/fuzz_$n"
+  else
+    "$cc" "${flags[@]}" src/p1/*.c "tests/fuzz/fuzz_$n.c" -lcrypto -o "$dir/bin/fuzz_$n"
+  fi
 done
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:quarantine_size_mb=64:malloc_context_size=20}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 run() { # name
-  local n=$1 work=$dir/corpus/$1 art=$dir/artifacts/$1
+  local n=$1 work=$dir/corpus/$1 art=$dir/artifacts/$1 dict=tests/fuzz/$1.dict
+  [ -f "$dict" ] || dict=tests/fuzz/p1.dict
   rm -rf "$work" "$art"
   mkdir -p "$work" "$art"
   [ -d "tests/fuzz/corpus/$n" ] && cp tests/fuzz/corpus/"$n"/* "$work"/ 2>/dev/null || true
   "$dir/bin/fuzz_$n" -max_len=16384 -timeout=1 -rss_limit_mb=256 -max_total_time="$seconds" \
-    -print_final_stats=1 -dict=tests/fuzz/p1.dict -artifact_prefix="$art/" "$work" \
+    -print_final_stats=1 -dict="$dict" -artifact_prefix="$art/" "$work" \
     >"$dir/logs/$n.log" 2>&1
 }
 

@@ -1,9 +1,11 @@
 /* health.c - store and MQTT health for /api/v1/status, /metrics and STATUS= (see health.h). */
 #include "health.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stddef.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mqtt.h"
@@ -131,18 +133,27 @@ void health_mqtt_metrics(void *ud, FILE *out)
 	rows_metrics(mqtt_rows, N_ROWS(mqtt_rows), &st, out);
 }
 
-/* "Name:   value kB" lines of /proc/self/status and "name: value" of /proc/self/io. */
+/* "Name:   value kB" lines of /proc/self/status and "name: value" of /proc/self/io. A value
+ * that is not a number in range is not reported. */
 static bool proc_value(const char *file, const char *key, uint64_t *ret)
 {
 	FILE *f = fopen(file, "re");
-	char line[256];
+	char line[256], *end;
 	size_t kl = strlen(key);
 	bool found = false;
 	if (!f)
 		return false;
-	while (!found && fgets(line, sizeof(line), f))
-		if (!strncmp(line, key, kl) && line[kl] == ':')
-			found = sscanf(line + kl + 1, "%" SCNu64, ret) == 1;
+	while (!found && fgets(line, sizeof(line), f)) {
+		if (strncmp(line, key, kl) || line[kl] != ':')
+			continue;
+		const char *p = line + kl + 1 + strspn(line + kl + 1, " \t");
+		errno = 0;
+		unsigned long long v = strtoull(p, &end, 10);
+		if (*p >= '0' && *p <= '9' && errno == 0) {
+			*ret = v;
+			found = true;
+		}
+	}
 	fclose(f);
 	return found;
 }

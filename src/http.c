@@ -30,8 +30,10 @@
 #include "p1/json.h"
 #include "source.h"
 
-#define HTTP_DAEMONS_MAX (2 * CONFIG_LISTEN_MAX) /* a name may resolve to v4 and v6 */
+#define HTTP_DAEMONS_MAX ((size_t)2 * CONFIG_LISTEN_MAX) /* a name may resolve to v4 and v6 */
 #define HTTP_SSE_EVENT_START 16384u
+#define HTTP_STREAM_BLOCK 32768u /* bytes MHD asks a streamed reply for at a time */
+#define HTTP_STREAM_TURN 131072u /* bytes a streamed reply gives per loop iteration at most */
 
 struct http_meter {
 	struct http *h;
@@ -75,6 +77,8 @@ struct http {
 	size_t n_meters;
 	struct sse_client *sse;
 	size_t n_sse;
+	struct http_stream *streams; /* replies made piece by piece */
+	size_t n_streams;
 	uint64_t sse_dropped, sse_skipped, requests;
 	char *event; /* scratch for one SSE event */
 	size_t event_cap;
@@ -202,18 +206,97 @@ static void fill_ctx(struct http *h, struct http_ctx *ctx)
 
 /* ---- replies ---- */
 
-static enum MHD_Result queue(struct MHD_Connection *c, struct http_reply *r)
+/* A reply made piece by piece (http_reply.stream_read): when a piece is not ready, the
+ * connection is suspended and resumed in the next loop iteration, so that MHD does not call
+ * again at once and the loop serves the meters in between. */
+struct http_stream {
+	struct http *h;
+	struct MHD_Connection *conn;
+	ssize_t (*read)(void *ud, char *buf, size_t max);
+	void (*free)(void *ud);
+	void *ud;
+	bool suspended;
+	size_t given; /* bytes since the last resume */
+	struct http_stream *prev, *next;
+};
+
+static void kick(struct http *h);
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
-	struct MHD_Response *resp;
-	if (r->body)
-		resp = MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_FREE);
-	else
-		resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-	if (!resp) {
-		free(r->body);
-		return MHD_NO;
+	struct http_stream *s = cls;
+	(void)pos;
+	/* MHD asks again as long as the socket takes more: a fast client would keep the loop */
+	ssize_t n = s->given < HTTP_STREAM_TURN ? s->read(s->ud, buf, max) : 0;
+	if (n > 0) {
+		s->given += (size_t)n;
+		return n;
 	}
-	r->body = NULL;
+	if (n == 0) {
+		s->given = 0;
+		s->suspended = true;
+		MHD_suspend_connection(s->conn);
+		kick(s->h);
+		return 0;
+	}
+	if (n < -1)
+		log_info("http: a reply failed half way, connection closed");
+	return n == -1 ? MHD_CONTENT_READER_END_OF_STREAM : MHD_CONTENT_READER_END_WITH_ERROR;
+}
+
+static void stream_free(void *cls)
+{
+	struct http_stream *s = cls;
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		s->h->streams = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	s->h->n_streams--;
+	s->free(s->ud);
+	free(s);
+}
+
+/* the suspended streams go on (from the loop's timer: MHD sees them in the next MHD_run) */
+static void streams_resume(struct http *h)
+{
+	for (struct http_stream *s = h->streams; s; s = s->next)
+		if (s->suspended) {
+			s->suspended = false;
+			MHD_resume_connection(s->conn);
+		}
+}
+
+static struct MHD_Response *stream_response(struct http *h, struct MHD_Connection *c,
+                                            struct http_reply *r)
+{
+	struct http_stream *s = calloc(1, sizeof(*s));
+	if (!s) {
+		r->stream_free(r->stream_ud);
+		return NULL;
+	}
+	*s = (struct http_stream){.h = h, .conn = c, .read = r->stream_read,
+	                          .free = r->stream_free, .ud = r->stream_ud, .next = h->streams};
+	r->stream_read = NULL;
+	struct MHD_Response *resp = MHD_create_response_from_callback(
+	        MHD_SIZE_UNKNOWN, HTTP_STREAM_BLOCK, stream_read, s, stream_free);
+	if (!resp) {
+		s->free(s->ud);
+		free(s);
+		return NULL;
+	}
+	if (h->streams)
+		h->streams->prev = s;
+	h->streams = s;
+	h->n_streams++;
+	return resp;
+}
+
+/* The reply's headers on resp, then queued (resp is released). */
+static enum MHD_Result respond(struct MHD_Connection *c, struct http_reply *r,
+                               struct MHD_Response *resp)
+{
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
 	                        r->content_type ? r->content_type : "text/plain");
 	MHD_add_response_header(resp, "X-Robots-Tag", "noindex");
@@ -232,6 +315,31 @@ static enum MHD_Result queue(struct MHD_Connection *c, struct http_reply *r)
 	enum MHD_Result ret = MHD_queue_response(c, (unsigned)r->status, resp);
 	MHD_destroy_response(resp);
 	return ret;
+}
+
+static enum MHD_Result queue(struct MHD_Connection *c, struct http_reply *r)
+{
+	struct MHD_Response *resp;
+	if (r->body)
+		resp = MHD_create_response_from_buffer(r->len, r->body, MHD_RESPMEM_MUST_FREE);
+	else
+		resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+	if (!resp) {
+		free(r->body);
+		return MHD_NO;
+	}
+	r->body = NULL;
+	return respond(c, r, resp);
+}
+
+/* queue(), or a reply made piece by piece */
+static enum MHD_Result queue_reply(struct http *h, struct MHD_Connection *c,
+                                   struct http_reply *r)
+{
+	if (!r->stream_read)
+		return queue(c, r);
+	struct MHD_Response *resp = stream_response(h, c, r);
+	return resp ? respond(c, r, resp) : MHD_NO;
 }
 
 /* ---- Server-Sent Events ---- */
@@ -541,7 +649,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		}
 		return sse_start(h, conn, (size_t)reply.sse_meter);
 	}
-	return queue(conn, &reply);
+	return queue_reply(h, conn, &reply);
 }
 
 /* ---- MHD and the loop ---- */
@@ -566,6 +674,7 @@ static void on_timer(struct loop_timer *t, void *ud)
 	struct http *h = ud;
 	(void)t;
 	h->kicked = false;
+	streams_resume(h);
 	run_all(h);
 }
 
@@ -592,7 +701,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	(void)cls;
 	char msg[256];
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap); /* Flawfinder: ignore: libmicrohttpd's format */
 	msg[strcspn(msg, "\n")] = 0;
 	log_debug("http: %s", msg);
 }
@@ -747,6 +856,7 @@ static int listen_on(struct http *h, const struct config_http *cfg,
 	                *res = NULL;
 	char port[8], what[300];
 	snprintf(port, sizeof(port), "%d", hp->port);
+	/* Flawfinder: ignore: either format is a literal (gcc checks both) */
 	snprintf(what, sizeof(what), strchr(hp->host ? hp->host : "", ':') ? "[%s]:%d" : "%s:%d",
 	         hp->host ? hp->host : "*", hp->port);
 	/* names are resolved once at start, before the loop runs */
@@ -855,6 +965,7 @@ struct http *http_free(struct http *h)
 			MHD_resume_connection(c->conn);
 		}
 	}
+	streams_resume(h);
 	for (size_t i = 0; i < h->n_d; i++) {
 		loop_watch_remove(h->w[i]);
 		MHD_run(h->d[i]);

@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <sys/types.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -99,6 +100,13 @@ struct http_reply {
 	const char *allow; /* Allow header for 405, or NULL */
 	bool sse;          /* the route wants a live event stream (body unused) */
 	int sse_meter;     /* index of the meter it follows */
+	/* a body made piece by piece (body unused): read() puts up to max bytes into buf and
+	 * returns how many; 0: nothing yet, call again in the next loop iteration (the work goes
+	 * in steps, so that telegrams are not kept waiting); -1: the end; < -1: failed (the
+	 * connection is closed, the client sees a cut reply). stream_free() ends it. */
+	ssize_t (*stream_read)(void *ud, char *buf, size_t max);
+	void (*stream_free)(void *ud);
+	void *stream_ud;
 	/* the dashboard's files (http_static.c) */
 	const char *cache_control; /* NULL: "no-store" */
 	const char *csp;           /* Content-Security-Policy, or NULL */

@@ -223,7 +223,7 @@ int http_static_new(const char *www_dir, const char *chartjs, struct http_static
 		return -ENOMEM;
 	}
 	(void)www_fd(s); /* logs a missing directory now rather than at the first visit */
-	if (access(s->chartjs, R_OK) < 0) {
+	if (access(s->chartjs, R_OK) < 0) { /* Flawfinder: ignore: only decides a warning */
 		log_warning("http: Chart.js %s: %s; the dashboard shows no charts (see chartjs in "
 		            "p1d.conf(5))",
 		            s->chartjs, strerror(errno));

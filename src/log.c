@@ -40,10 +40,18 @@ static bool stderr_is_journal(void)
 {
 	const char *e = getenv("JOURNAL_STREAM");
 	unsigned long long dev, ino;
+	char *end;
 	struct stat st;
-	int n = 0;
 
-	if (!e || sscanf(e, "%llu:%llu%n", &dev, &ino, &n) != 2 || e[n] != '\0')
+	/* "<device>:<inode>" in decimal, as systemd sets it */
+	if (!e || *e < '0' || *e > '9')
+		return false;
+	errno = 0;
+	dev = strtoull(e, &end, 10);
+	if (*end != ':' || end[1] < '0' || end[1] > '9')
+		return false;
+	ino = strtoull(end + 1, &end, 10);
+	if (*end != '\0' || errno)
 		return false;
 	if (fstat(STDERR_FILENO, &st) < 0)
 		return false;
@@ -118,13 +126,14 @@ static size_t format_line(char *buf, size_t size, int prio, const char *fmt, va_
 	len += n > 0 ? (size_t)n : 0;
 
 	size_t start = len;
+	/* Flawfinder: ignore: fmt is log_msg's, whose callers gcc checks (format attribute) */
 	n = vsnprintf(buf + len, size - len - 1, fmt, ap);
 	if (n < 0)
 		n = 0;
 	if ((size_t)n >= size - len - 1) {
 		/* cut: vsnprintf left size - 2 bytes plus NUL; mark it */
 		len = size - 2;
-		memcpy(buf + len - 3, "...", 3);
+		memset(buf + len - 3, '.', 3);
 	} else {
 		len += (size_t)n;
 	}
@@ -182,7 +191,7 @@ static void format_duration(char *buf, size_t size, uint64_t ms)
 
 	if (s < 120)
 		snprintf(buf, size, "%llu s", (unsigned long long)s);
-	else if (s < 120 * 60)
+	else if (s < (uint64_t)120 * 60)
 		snprintf(buf, size, "%llu min", (unsigned long long)(s / 60));
 	else
 		snprintf(buf, size, "%llu h", (unsigned long long)(s / 3600));
@@ -214,13 +223,14 @@ bool log_ratelimit(struct log_ratelimit *rl, uint64_t now_ms, int prio, const ch
 		rl->last_prio = prio;
 		if (log_enabled(prio)) {
 			va_start(ap, fmt);
+			/* Flawfinder: ignore: log_ratelimit's fmt, checked by gcc like log_msg's */
 			vsnprintf(rl->last_text, sizeof(rl->last_text), fmt, ap);
 			va_end(ap);
 		}
 		return false;
 	}
 	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
+	vsnprintf(text, sizeof(text), fmt, ap); /* Flawfinder: ignore: as above */
 	va_end(ap);
 	rl->started = true;
 	write_summary(rl, now_ms, prio, text, rl->suppressed);

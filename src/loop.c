@@ -572,11 +572,15 @@ struct loop *loop_free(struct loop *l)
 
 	if (!l)
 		return NULL;
-	while (l->watches)
-		loop_watch_remove(l->watches);
+	for (struct loop_watch *w = l->watches, *next; w; w = next) {
+		next = w->next;
+		loop_watch_remove(w);
+	}
 	free_dead_watches(l);
-	while (l->timers)
-		loop_timer_free(l->timers);
+	for (struct loop_timer *t = l->timers, *next; t; t = next) {
+		next = t->all_next;
+		loop_timer_free(t);
+	}
 	for (struct loop_hook *h = l->hooks; h; h = h->next)
 		h->dead = true;
 	sweep_hooks(l);

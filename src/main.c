@@ -344,59 +344,35 @@ static int start_store(struct daemon *d, const struct p1_tz *tz)
 	return r;
 }
 
-#define HISTORY_BUCKETS_MAX 50000 /* per request: a year of hours, a month of minutes */
-
 /* GET /api/v1/meters/<m>/history?resolution=&from=&to=[&format=csv|json]: the rows `p1d
- * history` prints, CSV with format=csv or "Accept: text/csv". Without to: up to the end of
- * the current bucket; without from: the last hour of minutes, day of hours, 31 days of days
- * or year of months. */
+ * history` prints; history_query_parse() says what a request may ask. */
 static int history_hook(void *ud, const char *meter, const struct http_request *req,
 			struct http_reply *ret)
 {
-	static const int64_t bucket_s[] = {60, 3600, 86400, 28 * 86400};
-	static const int64_t span_s[] = {3600, 86400, 31 * 86400, 365 * 86400};
 	struct daemon *d = ud;
-	const char *res_s = req->arg(req, "resolution"), *from_s = req->arg(req, "from");
-	const char *to_s = req->arg(req, "to"), *fmt = req->arg(req, "format");
-	const char *accept = req->header(req, "Accept");
-	int res = res_s ? store_resolution_by_name(res_s) : -1;
-	int64_t from = 0, to = 0, start;
-	if (res >= 0 && !to_s)
-		store_bucket_bounds((enum store_resolution)res, &d->tz, (int64_t)time(NULL), &start,
-				    &to);
-	if (res >= 0 && !from_s)
-		store_bucket_bounds((enum store_resolution)res, &d->tz, to - span_s[res], &from,
-				    &start);
-	if (res < 0 || (from_s && history_parse_date(from_s, &d->tz, &from) < 0) ||
-	    (to_s && history_parse_date(to_s, &d->tz, &to) < 0) || to <= from) {
-		http_reply_error(ret, 400, "need resolution=minute|hour|day|month, and from=DATE and "
-					   "to=DATE after it when given (2026-10-01, 2026-10-01T06:00Z)");
+	struct history_params p = {req->arg(req, "resolution"), req->arg(req, "from"),
+				   req->arg(req, "to"), req->arg(req, "format"),
+				   req->header(req, "Accept")};
+	struct history_query q;
+	const char *why;
+	if (history_query_parse(&p, &d->tz, (int64_t)time(NULL), &q, &why) < 0) {
+		http_reply_error(ret, 400, why);
 		return 0;
 	}
-	if (fmt && strcmp(fmt, "csv") && strcmp(fmt, "json")) {
-		http_reply_error(ret, 400, "format must be csv or json");
-		return 0;
-	}
-	if ((to - from) / bucket_s[res] > HISTORY_BUCKETS_MAX) {
-		http_reply_error(ret, 400, "range too long for this resolution: at most 50000 buckets");
-		return 0;
-	}
-	bool csv = fmt ? !strcmp(fmt, "csv") : (accept && strstr(accept, "text/csv"));
-	char *body = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&body, &len);
-	if (!f)
-		return -ENOMEM;
-	int n = history_write(d->store, meter, (enum store_resolution)res, from, to, &d->tz, !csv, f);
-	if (fclose(f) != 0 || n < 0) {
-		free(body);
+	/* streamed: a year of minutes neither waits in memory nor holds the loop */
+	struct history_stream *hs;
+	int r = history_stream_new(d->store, meter, &q, &d->tz, &hs);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0) {
 		http_reply_error(ret, 503, "history query failed");
 		return 0;
 	}
+	ret->stream_ud = hs;
+	ret->stream_read = history_stream_read;
+	ret->stream_free = history_stream_free;
 	ret->status = 200;
-	ret->content_type = csv ? "text/csv; charset=utf-8" : "application/json";
-	ret->body = body;
-	ret->len = len;
+	ret->content_type = q.csv ? "text/csv; charset=utf-8" : "application/json";
 	return 0;
 }
 
@@ -434,7 +410,8 @@ static int start_mdns(struct daemon *d)
 			      .product_name = API_HW_PRODUCT_NAME,
 			      .product_type = API_HW_PRODUCT_TYPE,
 			      .addrs = addrs,
-			      .n_addrs = http_local_addrs(d->http, addrs, 2 * CONFIG_LISTEN_MAX)};
+			      .n_addrs = http_local_addrs(d->http, addrs,
+							  sizeof(addrs) / sizeof(addrs[0]))};
 	int r = mdns_new(d->loop, &o, &d->mdns);
 	if (r < 0)
 		log_error("mdns: cannot start: %s", strerror(-r));

@@ -143,9 +143,11 @@ static AvahiWatch *watch_new(const AvahiPoll *api, int fd, AvahiWatchEvent event
 	struct fdw *f = p->fds;
 	struct AvahiWatch *w = calloc(1, sizeof(*w));
 
+	if (!w)
+		return NULL;
 	while (f && f->fd != fd)
 		f = f->next;
-	if (w && !f && (f = calloc(1, sizeof(*f)))) {
+	if (!f && (f = calloc(1, sizeof(*f)))) {
 		*f = (struct fdw){.p = p, .fd = fd};
 		if (loop_watch_add(p->loop, fd, 0, on_fd, f, &f->lw) < 0) {
 			free(f);
@@ -155,7 +157,7 @@ static AvahiWatch *watch_new(const AvahiPoll *api, int fd, AvahiWatchEvent event
 			p->fds = f;
 		}
 	}
-	if (!w || !f) {
+	if (!f) {
 		free(w);
 		return NULL;
 	}
@@ -277,10 +279,14 @@ struct mdns_poll *mdns_poll_free(struct mdns_poll *p)
 {
 	if (!p)
 		return NULL;
-	while (p->fds)
-		fdw_free(p->fds);
-	while (p->timeouts)
-		timeout_free(p->timeouts);
+	for (struct fdw *f = p->fds, *next; f; f = next) {
+		next = f->next;
+		fdw_free(f);
+	}
+	for (struct AvahiTimeout *to = p->timeouts, *next; to; to = next) {
+		next = to->next;
+		timeout_free(to);
+	}
 	free(p);
 	return NULL;
 }

@@ -42,6 +42,7 @@ int notify_status(const char *fmt, ...)
 	if (!notify_enabled())
 		return 0;
 	va_start(ap, fmt);
+	/* Flawfinder: ignore: fmt is notify_status's, whose callers gcc checks (notify.h) */
 	vsnprintf(buf + off, sizeof(buf) - off, fmt, ap);
 	va_end(ap);
 	for (char *p = buf + off; *p; p++)

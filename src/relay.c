@@ -212,6 +212,7 @@ int relay_port(const struct relay *r)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
+	memset(&ss, 0, sizeof(ss));
 	if (!r || getsockname(r->fd, (struct sockaddr *)&ss, &len) < 0)
 		return -ENOTCONN;
 	if (ss.ss_family == AF_INET)

@@ -63,7 +63,7 @@ static const char *const data_request_names[] = {
 static const char *const pace_names[] = {
         [SOURCE_PACE_FAST] = "fast", [SOURCE_PACE_METER] = "meter"};
 
-#define NAME_OF(table, v) ((unsigned)(v) < sizeof(table) / sizeof(table[0]) ? table[v] : "?")
+#define NAME_OF(table, v) ((unsigned)(v) < sizeof(table) / sizeof((table)[0]) ? (table)[v] : "?")
 
 static int parse_name(const char *const *table, size_t n, const char *s, int *ret)
 {
@@ -78,7 +78,7 @@ static int parse_name(const char *const *table, size_t n, const char *s, int *re
 
 #define PARSE_ENUM(table, s, ret) \
 	do { \
-		int v_, r_ = parse_name(table, sizeof(table) / sizeof(table[0]), s, &v_); \
+		int v_, r_ = parse_name(table, sizeof(table) / sizeof((table)[0]), s, &v_); \
 		if (r_ < 0) \
 			return r_; \
 		*(ret) = v_; \
@@ -134,7 +134,7 @@ static const char *fmt_duration(char *buf, size_t size, uint64_t ms)
 		snprintf(buf, size, "%.1f s", (double)ms / 1000.0);
 	else if (ms < 120000)
 		snprintf(buf, size, "%llu s", (unsigned long long)((ms + 500) / 1000));
-	else if (ms < 120 * 60000)
+	else if (ms < (uint64_t)120 * 60000)
 		snprintf(buf, size, "%llu min", (unsigned long long)(ms / 60000));
 	else
 		snprintf(buf, size, "%llu h", (unsigned long long)(ms / 3600000));

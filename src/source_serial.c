@@ -258,12 +258,11 @@ static void on_readable(struct loop_watch *w, int fd, uint32_t events, void *ud)
 		    ss->quiet_bytes >= SOURCE_SERIAL_HINT_MIN_BYTES &&
 		    ss->quiet_last_ms - ss->quiet_since_ms >= SOURCE_SERIAL_HINT_MS)
 			hint_wrong_mode(ss, ss->quiet_last_ms);
-	} else if (n == 0)
-		source_impl_failed(ss->src, 0, "hangup");
-	else if (errno != EAGAIN && errno != EINTR)
+	} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
 		source_impl_failed(ss->src, errno, "read");
-	else if (events & (EPOLLHUP | EPOLLERR))
+	} else if (n == 0 || (events & (EPOLLHUP | EPOLLERR))) {
 		source_impl_failed(ss->src, 0, "hangup");
+	}
 }
 
 static void on_probe_timer(struct loop_timer *t, void *ud)

@@ -33,7 +33,7 @@ struct store_meter *store_find_meter(struct store *s, const char *name, bool cre
 		return NULL;
 	struct store_meter *m = &s->meters[s->n_meters++];
 	memset(m, 0, sizeof(*m));
-	strcpy(m->name, name);
+	snprintf(m->name, sizeof(m->name), "%s", name);
 	return m;
 }
 

@@ -13,7 +13,7 @@ static inline char *p1_two_digits(char *p, unsigned v)
 				       "4041424344454647484950515253545556575859"
 				       "6061626364656667686970717273747576777879"
 				       "8081828384858687888990919293949596979899";
-	memcpy(p, pairs + 2 * v, 2);
+	memcpy(p, pairs + 2 * (size_t)v, 2);
 	return p + 2;
 }
 

@@ -279,7 +279,7 @@ bool p1_dlms_parse_key(const char *s, uint8_t key[P1_DLMS_KEY_LEN])
 	if (!s || !key)
 		return false;
 	/* hex_digit('\0') is -1, so a short string stops the loop before reading past its end. */
-	for (i = 0; i < 2 * P1_DLMS_KEY_LEN; i++) {
+	for (i = 0; i < 2 * sizeof(tmp); i++) {
 		int v = hex_digit(s[i]);
 
 		if (v < 0) {
@@ -291,7 +291,7 @@ bool p1_dlms_parse_key(const char *s, uint8_t key[P1_DLMS_KEY_LEN])
 		else
 			tmp[i / 2] |= (uint8_t)v;
 	}
-	if (s[2 * P1_DLMS_KEY_LEN] != '\0') {
+	if (s[2 * sizeof(tmp)] != '\0') {
 		OPENSSL_cleanse(tmp, sizeof(tmp));
 		return false;
 	}

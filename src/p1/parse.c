@@ -527,7 +527,7 @@ static bool is_empty(struct slice s)
 }
 
 /* The unit the spec gives each field (what a number without unit is taken to be in). */
-#define P1_FIELD_UNIT_(id, name, kind, unit, cls, qty, desc) [id] = unit,
+#define P1_FIELD_UNIT_(id, name, kind, unit, cls, qty, desc) [id] = (unit),
 static const char *const spec_units[P1_FIELD_COUNT] = {P1_FIELD_LIST(P1_FIELD_UNIT_)};
 #undef P1_FIELD_UNIT_
 

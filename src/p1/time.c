@@ -20,8 +20,8 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
 
 int64_t p1_time_from_civil(int year, int month, int day, int hour, int min, int sec)
 {
-	return days_from_civil(year, (unsigned)month, (unsigned)day) * 86400 + hour * 3600 +
-	       min * 60 + sec;
+	return days_from_civil(year, (unsigned)month, (unsigned)day) * 86400 +
+	       (int64_t)hour * 3600 + (int64_t)min * 60 + sec;
 }
 
 void p1_time_to_civil(int64_t t, int *year, int *month, int *day, int *hour, int *min, int *sec)
@@ -101,7 +101,7 @@ static void resolve_local(const struct p1_tz *tz, int64_t local, struct p1_time 
 static int parse_dlms(const char *s, const struct p1_tz *tz, struct p1_time *r)
 {
 	uint8_t b[12];
-	for (int i = 0; i < 12; i++) {
+	for (size_t i = 0; i < 12; i++) {
 		int hi = p1_hexval(s[2 * i]), lo = p1_hexval(s[2 * i + 1]);
 		if (hi < 0 || lo < 0)
 			return -1;

@@ -153,6 +153,8 @@ int p1_cmd_decode(int argc, char **argv)
 	run.json = malloc(run.json_cap);
 	if (!d || !run.json) {
 		fprintf(stderr, "p1d decode: out of memory\n");
+		p1_decoder_free(d);
+		free(run.json);
 		return 2;
 	}
 	int status = 0;
@@ -173,7 +175,11 @@ int p1_cmd_decode(int argc, char **argv)
 		if (fd != STDIN_FILENO)
 			close(fd);
 	}
-	fflush(stdout);
+	/* the JSON is the output: one that could not all be written is an I/O error */
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, "p1d decode: cannot write the output: %s\n", strerror(errno));
+		status = 2;
+	}
 	p1_decoder_free(d);
 	free(run.json);
 	if (status)

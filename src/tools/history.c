@@ -111,8 +111,12 @@ int p1_cmd_history(int argc, char **argv)
 	}
 	int n = history_write(s, c.meter, (enum store_resolution)res, from, to, &c.tz,
 			      !strcmp(format, "json"), stdout);
-	if (n < 0)
+	if (n < 0) {
 		fprintf(stderr, "p1d history: query failed: %s\n", strerror(-n));
+	} else if (fflush(stdout) != 0 || ferror(stdout)) { /* the rows are the output */
+		fprintf(stderr, "p1d history: cannot write the output: %s\n", strerror(errno));
+		n = -EIO;
+	}
 	status = n < 0;
 	store_free(s);
 out:

@@ -14,7 +14,7 @@
 #define SIM_TELEGRAM_MAX 4096
 
 /* Longest simulated step: the demand bookkeeping walks every quarter hour of a step. */
-#define SIM_STEP_MAX_S (31 * 86400)
+#define SIM_STEP_MAX_S ((int64_t)31 * 86400)
 
 enum sim_dialect { SIM_DSMR5, SIM_DSMR4, SIM_DSMR22, SIM_FLUVIUS, SIM_SMARTY, SIM_DIALECT_COUNT };
 

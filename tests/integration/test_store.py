@@ -16,11 +16,13 @@
 Needs P1D (the p1d binary; ctest sets it). Python stdlib only.
 """
 import csv
+import http.client
 import io
 import json
 import os
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -231,6 +233,68 @@ def test_month(tmp):
     return a
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def test_history_streamed(tmp, db):
+    """GET .../history is streamed in steps of 512 buckets: a month of minutes (44,640, across
+    the meter swap and the 25-hour day) and of hours, as JSON and CSV, must be byte for byte
+    what `p1d history` prints in one piece; a range beyond the limit is refused."""
+    port = free_port()
+    stdin_r, stdin_w = os.pipe()
+    p = subprocess.Popen([P1D, "-c", BASE_CONF, "--file", "-", "--db", db, "--http",
+                          f"127.0.0.1:{port}"], stdin=stdin_r, stderr=subprocess.PIPE)
+    os.close(stdin_r)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not listening(port):
+            time.sleep(0.05)
+        check(listening(port), "p1d serves HTTP")
+        for res, fmt in (("minute", "json"), ("minute", "csv"), ("hour", "json"),
+                         ("hour", "csv"), ("day", "json")):
+            q = f"resolution={res}&from=2026-10-01&to=2026-11-01&format={fmt}"
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            c.request("GET", "/api/v1/meters/main/history?" + q)
+            r = c.getresponse()
+            body = r.read()
+            c.close()
+            want = subprocess.run([P1D, "history", "--db", db, "--resolution", res, "--from",
+                                   "2026-10-01", "--to", "2026-11-01", "--format", fmt],
+                                  capture_output=True, timeout=120).stdout
+            check(r.status == 200, f"history {q}: status {r.status} {body[:200]!r}")
+            check(len(want) > 1000 and body == want,
+                  f"history {q}: {len(body)} bytes streamed, p1d history printed {len(want)}"
+                  f" (first difference at byte "
+                  f"{next((i for i, (x, y) in enumerate(zip(body, want)) if x != y), None)})")
+            if fmt == "json":
+                rows = json.loads(body)
+                # local October has 31 * 24 + 1 hours; the data start at 00:00Z (02:00)
+                n = {"minute": (31 * 24 + 1 - 2) * 60, "hour": 31 * 24 + 1 - 2, "day": 31}[res]
+                check(len(rows) == n, f"history {q}: {len(rows)} buckets, want {n}")
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        c.request("GET", "/api/v1/meters/main/history?resolution=minute&from=2023-01-01"
+                         "&to=2026-01-01")
+        r = c.getresponse()
+        check(r.status == 400 and b"at most" in r.read(), "three years of minutes are refused")
+    finally:
+        os.close(stdin_w)
+        p.terminate()
+        rc = p.wait(20)
+        err = p.stderr.read().decode(errors="replace")
+    check(rc == 0, f"p1d exit {rc}: {err[-500:]}")
+
+
 def test_spring(tmp):
     db = os.path.join(tmp, "spring.db")
     f = os.path.join(tmp, "spring.txt")
@@ -360,6 +424,7 @@ def main():
         with open(BASE_CONF, "w") as f:
             f.write(QUIET)
         src = test_month(tmp)
+        test_history_streamed(tmp, os.path.join(tmp, "month.db"))
         test_spring(tmp)
         test_import_twice(tmp, src)
         test_kill9(tmp, int(os.environ.get("P1_KILL_CYCLES", "50")))
