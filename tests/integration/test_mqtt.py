@@ -352,7 +352,9 @@ class MqttTest(unittest.TestCase):
                            stdout=f, stderr=subprocess.DEVNULL, check=True, timeout=30)
         last = exact(subprocess.run([P1D, "decode", tel], stdout=subprocess.PIPE, check=True)
                      .stdout.decode().splitlines()[-1])
-        self.start_broker()
+        # 3000 messages in a burst: the broker must not drop what its subscriber (a slow
+        # Python reader on a loaded machine) has not taken yet (default: 1000 queued)
+        self.start_broker("max_queued_messages 0\n")
         sub = self.subscriber(["p1d/main/state", "p1d/main/timestamp"])
         self.assertTrue(wait_until(lambda: listening(self.port), 5))
         time.sleep(0.3)  # the subscription is in place
