@@ -32,7 +32,9 @@
  * arguments go through history_query_parse(), as the daemon's hook does, for every request
  * that has a resolution, from or to (whatever its path), and a query that passes is run with
  * history_write() on a store holding 30 hours of readings of "main" (JSON must parse and have
- * as many rows as the store returned). history_parse_date() gets from and to alone too, in two
+ * as many rows as the store returned), and for ranges of up to 64 steps through the daemon's
+ * history_stream_*, read in pieces of 1 to 1024 bytes (the input's size decides), which must
+ * give the same text. history_parse_date() gets from and to alone too, in two
  * zones: a date it accepts is inside HISTORY_DATE_MIN..MAX, the zone decides whether it is
  * accepted only at the ends of that range, "Z" is the same as "+00:00" and a plain number is
  * that many seconds. Any violation aborts.
@@ -79,6 +81,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define READING_S 900
 #define T0 1774699200LL /* 2026-03-28T12:00:00Z: the readings span the spring DST change */
 #define NOW (T0 + 36 * 3600)
+/* Streamed replies are compared for ranges up to this (each step is a query, so the longest
+ * ranges would take seconds under the sanitizers; the steps do not depend on the range). */
+#define STREAM_BUCKETS_MAX (64 * HISTORY_STREAM_STEP)
+#define STREAM_PIECE_MAX 1024 /* bytes asked of history_stream_read() at most */
 
 static const char dsmr5[] =
         "/XXX5TEST-DSMR5\r\n\r\n"
@@ -609,7 +615,32 @@ static size_t count_rows(const char *s, size_t len, bool csv)
 	return n;
 }
 
-static void check_history(const struct request *rq, const char *meter)
+/* The reply the daemon streams (history_stream_*) is the text history_write() gives, read in
+ * pieces of any size, in a bounded number of calls. */
+static void check_stream(const char *meter, const struct history_query *q, const char *want,
+                         size_t want_len, size_t piece)
+{
+	static const int64_t bucket_s[] = {60, 3600, 86400, 28 * 86400};
+	struct history_stream *hs;
+	char buf[STREAM_PIECE_MAX];
+	size_t got = 0, calls = 0;
+	size_t steps = (size_t)((q->to - q->from) / bucket_s[q->res] / HISTORY_STREAM_STEP) + 2;
+	CHECK(history_stream_new(srv.store, meter, q, &tz_cet, &hs) == 0 && hs);
+	for (;;) {
+		ssize_t k = history_stream_read(hs, buf, piece);
+		if (k == -1)
+			break;
+		CHECK(k >= 0 && (size_t)k <= piece && got + (size_t)k <= want_len);
+		CHECK(!memcmp(buf, want + got, (size_t)k));
+		got += (size_t)k;
+		CHECK(++calls <= 2 * steps + want_len / piece + 4);
+	}
+	CHECK(got == want_len);
+	CHECK(history_stream_read(hs, buf, piece) == -1);
+	history_stream_free(hs);
+}
+
+static void check_history(const struct request *rq, const char *meter, size_t piece)
 {
 	static const int64_t bucket_s[] = {60, 3600, 86400, 28 * 86400};
 	static const int64_t span_s[] = {3600, 86400, 31 * 86400, 365 * 86400};
@@ -655,6 +686,8 @@ static void check_history(const struct request *rq, const char *meter)
 	CHECK(fclose(f) == 0 && body);
 	CHECK(n >= 0 && n <= READINGS + 2);
 	CHECK((size_t)n == count_rows(body, len, q.csv));
+	if ((q.to - q.from) / bucket_s[q.res] <= STREAM_BUCKETS_MAX)
+		check_stream(meter, &q, body, len, piece);
 	free(body);
 }
 
@@ -685,7 +718,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	char meter[METER_NAME_MAX + 1];
 	api_v1_parse(rq.path, meter, sizeof(meter));
-	check_history(&rq, meter[0] ? meter : "main");
+	check_history(&rq, meter[0] ? meter : "main", 1 + size % STREAM_PIECE_MAX);
 
 	free(ctx);
 	request_free(&rq);
