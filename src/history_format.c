@@ -165,22 +165,36 @@ static int print_bucket(void *ud, const struct store_bucket *b)
 }
 
 
+/* Before the first row: the CSV header (the columns collected); JSON needs none. */
+static void print_start(const struct print_run *p)
+{
+	if (p->json)
+		return;
+	fputs("start,end", p->out);
+	for (int r = 0; r < STORE_REG_COUNT; r++)
+		if (p->have & (1u << r))
+			fprintf(p->out, ",%s", p1_field_info(store_reg_field(r))->name);
+	fputs(p->power ? ",power_min,power_avg,power_max\n" : "\n", p->out);
+}
+
+/* After the last row: the end of the JSON array. */
+static void print_end(const struct print_run *p)
+{
+	if (p->json)
+		fputs(p->first ? "[]\n" : "\n]\n", p->out);
+}
+
 int history_write(struct store *s, const char *meter, enum store_resolution res, int64_t from,
 		  int64_t to, const struct p1_tz *tz, bool json, FILE *out)
 {
 	struct print_run p = {.out = out, .tz = tz, .json = json, .first = true};
 	int n = store_query_history(s, meter, res, from, to, collect, &p);
-	if (n >= 0 && !p.json) {
-		fputs("start,end", out);
-		for (int r = 0; r < STORE_REG_COUNT; r++)
-			if (p.have & (1u << r))
-				fprintf(out, ",%s", p1_field_info(store_reg_field(r))->name);
-		fputs(p.power ? ",power_min,power_avg,power_max\n" : "\n", out);
+	if (n >= 0) {
+		print_start(&p);
+		n = store_query_history(s, meter, res, from, to, print_bucket, &p);
 	}
 	if (n >= 0)
-		n = store_query_history(s, meter, res, from, to, print_bucket, &p);
-	if (n >= 0 && p.json)
-		fputs(p.first ? "[]\n" : "\n]\n", out);
+		print_end(&p);
 	return n;
 }
 
@@ -199,7 +213,6 @@ struct history_stream {
 	char *out;       /* what the last step printed */
 	size_t len, off; /* its length, and how much of it was read */
 };
-
 
 /* The end of the next step's range: HISTORY_STREAM_STEP buckets or fewer (hours and months
  * may be shorter or longer in UTC: a step is a range of starts, every bucket is in one). */
@@ -232,19 +245,13 @@ static int step(struct history_stream *hs)
 		return -ENOMEM;
 	hs->off = 0;
 	hs->p.out = f;
-	if (hs->cursor == hs->q.from && !hs->p.json) {
-		fputs("start,end", f);
-		for (int r = 0; r < STORE_REG_COUNT; r++)
-			if (hs->p.have & (1u << r))
-				fprintf(f, ",%s", p1_field_info(store_reg_field(r))->name);
-		fputs(hs->p.power ? ",power_min,power_avg,power_max\n" : "\n", f);
-	}
+	if (hs->cursor == hs->q.from)
+		print_start(&hs->p);
 	int n = store_query_history(hs->s, hs->meter, hs->q.res, hs->cursor, to, print_bucket,
 				    &hs->p);
 	hs->cursor = to;
 	if (n >= 0 && to >= hs->q.to) {
-		if (hs->p.json)
-			fputs(hs->p.first ? "[]\n" : "\n]\n", f);
+		print_end(&hs->p);
 		hs->phase = HS_DONE;
 	}
 	if (fclose(f) != 0 && n >= 0)

@@ -36,6 +36,7 @@
 #include "log.h"
 #include "powerloss_vfs.h"
 #include "store.h"
+#include "unit_util.h"
 
 #define WINDOW 60               /* readings per commit: commit_interval 60 s at 1 telegram/s */
 #define READINGS_MAX 10000      /* readings a child takes at most before the power goes */
@@ -570,9 +571,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	char cmd[400];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(remove_tree(dir), 0);
 	return 0;
 }
 

@@ -20,6 +20,7 @@
 
 #include "log.h"
 #include "store.h"
+#include "unit_util.h"
 
 static char dir[64], path[300];
 static struct p1_telegram *tel;
@@ -38,9 +39,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	(void)state;
-	char cmd[400];
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
+	assert_int_equal(remove_tree(dir), 0);
 	p1_telegram_free(tel);
 	return 0;
 }

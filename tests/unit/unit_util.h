@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <ftw.h>
+#include <sys/stat.h>
 #include <string.h>
 #include <time.h>
 
@@ -88,6 +90,20 @@ static inline int64_t civil_utc(int y, int mo, int d, int h, int mi, int s)
 	                .tm_min = mi,
 	                .tm_sec = s};
 	return (int64_t)timegm(&tm);
+}
+
+static inline int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+/* Removes dir and everything under it (a test's temporary directory). Returns 0 or -1. */
+static inline int remove_tree(const char *dir)
+{
+	return nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0 ? 0 : -1;
 }
 
 #endif
