@@ -210,7 +210,8 @@ def test_relay(d):
         good.close()
         slow.close()
     finally:
-        check(dm.stop() == 0, "p1d with the relay did not exit 0")
+        rc = dm.stop()
+        check(rc == 0, f"p1d with the relay exited {rc}, not 0; its log:\n{dm.text()[-3000:]}")
 
 
 def small_window_sse(port):
